@@ -1,0 +1,29 @@
+"""memstate-pg: transactional memory for AI agents on PostgreSQL + pgvector.
+
+Facts and their embeddings commit in one Postgres transaction; external vector stores are
+mirrors fed from a transactional outbox. See README.md and DESIGN.md for the contract.
+"""
+
+from .embedders import HashingEmbedder
+from .errors import ConflictError, MemStateError, MirrorError, NotFound, PermissionDenied, ValidationFailed
+from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+from .store import MemoryStore, Transaction
+
+__all__ = [
+    "ConflictError",
+    "Constraint",
+    "Fact",
+    "FactVersion",
+    "HashingEmbedder",
+    "Hit",
+    "MemStateError",
+    "MemoryStore",
+    "MirrorError",
+    "MirrorStatus",
+    "NotFound",
+    "PermissionDenied",
+    "ReconcileReport",
+    "Transaction",
+    "ValidationFailed",
+]
+__version__ = "0.1.0"

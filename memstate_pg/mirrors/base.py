@@ -1,0 +1,233 @@
+"""The mirror contract: what the sync worker sends to an external vector store, and what it reads back.
+
+Postgres is the source of truth; a mirror is a disposable copy that the outbox keeps
+*eventually* equal to the live facts. That shapes every rule here:
+
+* Writes are idempotent and keyed by the fact UUID, so the worker can retry a batch
+  any number of times (at-least-once delivery) without creating duplicates.
+* Every point carries the fact ``version``, so reconciliation can compare the mirror
+  with Postgres cheaply (:meth:`Mirror.scan` / :meth:`Mirror.versions`) and repair drift.
+* Adapters split writes into chunks of :attr:`Mirror.max_batch_size` themselves, so the
+  worker never needs to know a store's native limit.
+
+Payload layout (shared by all adapters, see :func:`build_payload`): the reserved keys
+``fact_id, version, namespace, type, embedding_model, content`` always hold the record's
+own values; a key of ``record.metadata`` that collides with one of them is stored as
+``"payload.<key>"`` instead, so user data can never forge a version or an id.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from memstate_pg.errors import MirrorError
+
+__all__ = [
+    "RESERVED_KEYS",
+    "UNKNOWN_VERSION",
+    "Mirror",
+    "MirrorError",
+    "MirrorPoint",
+    "MirrorRecord",
+    "MirrorTimeout",
+    "build_payload",
+    "chunked",
+]
+
+#: Payload keys owned by memstate-pg; record metadata can never overwrite them.
+RESERVED_KEYS: tuple[str, ...] = (
+    "fact_id",
+    "version",
+    "namespace",
+    "type",
+    "embedding_model",
+    "content",
+)
+
+#: Version reported for a point that has no readable ``version`` field (written by a
+#: foreign tool, or corrupted). Lower than any real version, so reconciliation rewrites it.
+UNKNOWN_VERSION = -1
+
+#: Prefix given to a metadata key that collides with a reserved key.
+COLLISION_PREFIX = "payload."
+
+
+class MirrorTimeout(MirrorError, TimeoutError):
+    """A mirror call timed out: the write may or may not have landed, so retry it.
+
+    It is both a :class:`MirrorError` (the sync worker's retry path) and a
+    :class:`TimeoutError` (what generic timeout handling expects).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRecord:
+    """The current state of one live fact, as the sync worker sends it to a mirror."""
+
+    fact_id: str
+    version: int
+    namespace: str
+    type: str
+    embedding: list[float]
+    embedding_model: str
+    content: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorPoint:
+    """What a mirror holds for one fact id.
+
+    ``metadata`` is the stored payload as the store returns it (reserved keys included,
+    ``content`` folded in for stores that keep it elsewhere); ``embedding`` is only
+    filled when the caller asked for vectors.
+    """
+
+    fact_id: str
+    version: int
+    embedding: list[float] | None
+    metadata: dict[str, Any]
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Yield consecutive slices of at most ``size`` items."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _free_key(key: str, taken: Iterable[str]) -> str:
+    """``key`` itself, or ``payload.<key>`` (repeated) until it clashes with nothing."""
+    taken = set(taken)
+    candidate = key
+    while candidate in RESERVED_KEYS or candidate in taken:
+        candidate = COLLISION_PREFIX + candidate
+    return candidate
+
+
+def build_payload(record: MirrorRecord) -> dict[str, Any]:
+    """The full payload of one point: reserved fields first, then the record metadata.
+
+    Metadata values are kept as they are (nested dicts, lists, ``None``); adapters whose
+    store is stricter (Chroma) encode this dict further. Colliding metadata keys are
+    renamed to ``payload.<key>`` (again if that is taken too), so the reserved keys
+    always describe the record itself.
+    """
+    payload: dict[str, Any] = {
+        "fact_id": record.fact_id,
+        "version": record.version,
+        "namespace": record.namespace,
+        "type": record.type,
+        "embedding_model": record.embedding_model,
+        "content": record.content,
+    }
+    plain = [k for k in record.metadata if k not in RESERVED_KEYS]
+    payload.update((k, record.metadata[k]) for k in plain)
+    for key, value in record.metadata.items():
+        if key in RESERVED_KEYS:
+            payload[_free_key(key, payload)] = value
+    return payload
+
+
+def latest_per_id(records: Sequence[MirrorRecord]) -> list[MirrorRecord]:
+    """One record per fact id, the highest version winning (the later one on a tie).
+
+    Stores reject (Chroma) or arbitrarily order (Qdrant) duplicate ids within one call;
+    sending only the newest state is what the worker means anyway.
+    """
+    best: dict[str, MirrorRecord] = {}
+    for record in records:
+        current = best.get(record.fact_id)
+        if current is None or record.version >= current.version:
+            best[record.fact_id] = record
+    return list(best.values())
+
+
+class Mirror(abc.ABC):
+    """An external vector store kept in sync with the live facts.
+
+    Subclasses implement the native calls (:meth:`_upsert_batch`, :meth:`_delete_batch`
+    and the reads); this base class de-duplicates and splits writes into
+    ``max_batch_size`` chunks. Every failure of the store surfaces as
+    :class:`~memstate_pg.errors.MirrorError`, which the sync worker retries.
+
+    A batch split into several chunks is not atomic: a failure after the first chunk
+    leaves some points written. That is safe because writes are idempotent and the
+    worker retries the whole batch.
+    """
+
+    kind: ClassVar[str]
+    max_batch_size: int
+
+    def upsert(self, records: Sequence[MirrorRecord]) -> None:
+        """Write the current state of ``records``; an existing point with the same id is replaced."""
+        unique = latest_per_id(records)
+        for batch in chunked(unique, self.max_batch_size):
+            self._upsert_batch(batch)
+
+    def delete(self, fact_ids: Sequence[str]) -> None:
+        """Remove the points with these ids; ids that are absent are ignored."""
+        unique = list(dict.fromkeys(fact_ids))
+        for batch in chunked(unique, self.max_batch_size):
+            self._delete_batch(batch)
+
+    @abc.abstractmethod
+    def _upsert_batch(self, records: Sequence[MirrorRecord]) -> None:
+        """One native upsert of at most ``max_batch_size`` records with distinct ids."""
+
+    @abc.abstractmethod
+    def _delete_batch(self, fact_ids: Sequence[str]) -> None:
+        """One native delete of at most ``max_batch_size`` distinct ids."""
+
+    @abc.abstractmethod
+    def get(self, fact_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, MirrorPoint]:
+        """The points present among ``fact_ids``, keyed by id; absent ids are left out."""
+
+    @abc.abstractmethod
+    def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+        """Every ``(fact_id, version)`` in the mirror, one page at a time (bounded memory)."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """The number of points in the mirror."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """JSON-able configuration for the mirror registry row; never includes secrets."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Delete every point (tests, benchmarks, backfill from scratch)."""
+
+    def close(self) -> None:  # noqa: B027 - deliberately a no-op default
+        """Release resources the mirror owns; the default owns none."""
+
+    def versions(self, fact_ids: Sequence[str]) -> dict[str, int]:
+        """``{fact_id: version}`` for the ids present in the mirror."""
+        return {fid: point.version for fid, point in self.get(fact_ids).items()}
+
+    def __enter__(self) -> Mirror:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()!r}>"
+
+
+def version_of(payload: dict[str, Any] | None) -> int:
+    """The ``version`` stored in a payload, or :data:`UNKNOWN_VERSION` if unreadable."""
+    if not payload:
+        return UNKNOWN_VERSION
+    value = payload.get("version")
+    if isinstance(value, bool):
+        return UNKNOWN_VERSION
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return UNKNOWN_VERSION

@@ -1,0 +1,341 @@
+"""Chroma adapter: one Chroma collection holds one point per live fact.
+
+Layout of a point
+-----------------
+* id: the fact UUID string.
+* embedding: always passed explicitly. The collection is created with
+  ``embedding_function=None`` so Chroma can never embed by itself (its default model
+  downloads weights from the internet and would silently use a different vector space).
+* document: the fact ``content``.
+* metadata: the payload of :func:`~memstate_pg.mirrors.base.build_payload` minus
+  ``content``, encoded for Chroma, whose metadata values must be scalars:
+
+  - nested dicts are flattened to dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``
+    (an empty dict is stored as the JSON string ``"{}"``);
+  - lists, and any other non-scalar value, are stored as JSON strings
+    (``[1, 2]`` -> ``"[1, 2]"``); Chroma 1.x accepts some lists natively, but only
+    non-empty homogeneous ones, so one uniform rule is simpler to read back;
+  - ``None`` values are dropped (Chroma treats ``None`` in an upsert as "delete key");
+  - ints outside the signed 64-bit range and non-finite floats become JSON strings
+    (Chroma silently turns the former into floats and drops the latter);
+  - keys Chroma rejects (empty, starting with ``#`` or ``$``, ``chroma:document``)
+    get the ``payload.`` prefix; if flattening makes two keys equal, the first wins.
+
+  Reserved keys (``fact_id, version, namespace, type, embedding_model``) always carry
+  the record's own values; colliding metadata keys become ``payload.<key>``.
+
+Overwrite semantics: Chroma's ``upsert`` *merges* metadata into an existing record
+(keys absent from the new metadata survive). To make an upsert replace the point, each
+batch first reads the existing metadata keys of its ids and sends ``None`` for the stale
+ones. That is one extra read per batch, and it is what makes the mirror hold exactly the
+current state rather than a union of all past versions.
+
+Scanning uses ``collection.get(limit=, offset=)``. Offset paging is not stable under
+concurrent writes (a delete shifts later points to earlier offsets, so a point can be
+missed, or seen twice after an insert). That is acceptable for reconciliation, which
+re-checks every difference it finds against Postgres and runs again later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from memstate_pg.errors import MirrorError
+from memstate_pg.mirrors.base import (
+    COLLISION_PREFIX,
+    Mirror,
+    MirrorPoint,
+    MirrorRecord,
+    build_payload,
+    chunked,
+    version_of,
+)
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+__all__ = ["ChromaMirror", "encode_metadata"]
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CHROMA_RESERVED_KEYS = frozenset({"chroma:document"})
+_DISTANCES = ("cosine", "l2", "ip")
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    """``value`` if Chroma stores it faithfully, else its JSON text."""
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else json.dumps(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else json.dumps(value)
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping) and value:
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, out)
+        return
+    key = prefix
+    if not key or key[0] in "#$" or key in _CHROMA_RESERVED_KEYS:
+        key = COLLISION_PREFIX + key
+    out.setdefault(key, _scalar(value))
+
+
+def encode_metadata(record: MirrorRecord) -> dict[str, str | int | float | bool]:
+    """The Chroma metadata of one record (see the module docstring for the rules)."""
+    payload = build_payload(record)
+    del payload["content"]  # stored as the document
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        _flatten(str(key), value, out)
+    return out
+
+
+class ChromaMirror(Mirror):
+    """A mirror over any chromadb 1.x client (Ephemeral, Persistent or Http).
+
+    The collection is opened lazily and re-opened after an error, so a mirror object
+    survives a Chroma server restart and can be built while the server is down.
+    """
+
+    kind: ClassVar[str] = "chroma"
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        collection: str = "memory",
+        *,
+        distance: str = "cosine",
+        batch_size: int | None = None,
+        url: str | None = None,
+    ) -> None:
+        if distance not in _DISTANCES:
+            raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.client = client
+        self.collection_name = collection
+        self.distance = distance
+        self._batch_size = batch_size
+        self._native_batch: int | None = None
+        self._url = url
+        self._collection: Collection | None = None
+        self._lock = threading.Lock()
+
+    # -- construction helpers -------------------------------------------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        collection: str = "memory",
+        *,
+        distance: str = "cosine",
+        batch_size: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> ChromaMirror:
+        """Connect to a Chroma server, e.g. ``http://127.0.0.1:8000``.
+
+        Credentials belong in ``headers`` (never in the URL): :meth:`describe` records
+        the URL in the registry.
+        """
+        import chromadb
+        from chromadb.config import Settings
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s)://host[:port] URL, got {url!r}")
+        ssl = parts.scheme == "https"
+        port = parts.port or (443 if ssl else 8000)
+        client = chromadb.HttpClient(
+            host=parts.hostname,
+            port=port,
+            ssl=ssl,
+            headers=headers,
+            settings=Settings(anonymized_telemetry=False),
+        )
+        clean_url = f"{parts.scheme}://{parts.hostname}:{port}"
+        return cls(client, collection, distance=distance, batch_size=batch_size, url=clean_url)
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        collection: str = "memory",
+        *,
+        distance: str = "cosine",
+        batch_size: int | None = None,
+    ) -> ChromaMirror:
+        """Open (or create) an embedded, on-disk Chroma database at ``path``."""
+        import chromadb
+        from chromadb.config import Settings
+
+        client = chromadb.PersistentClient(
+            path=str(path), settings=Settings(anonymized_telemetry=False)
+        )
+        return cls(client, collection, distance=distance, batch_size=batch_size)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @property
+    def collection(self) -> Collection:
+        """The Chroma collection, created on first use (never with an embedding function)."""
+        with self._lock:
+            if self._collection is None:
+                self._collection = self.client.get_or_create_collection(
+                    self.collection_name,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": self.distance}},  # type: ignore[typeddict-item]
+                )
+            return self._collection
+
+    @property
+    def max_batch_size(self) -> int:  # type: ignore[override]
+        """The native limit (``client.get_max_batch_size()``), capped by ``batch_size``."""
+        if self._native_batch is None:
+            with self._translate("get_max_batch_size"):
+                self._native_batch = int(self.client.get_max_batch_size())
+        if self._batch_size is None:
+            return self._native_batch
+        return min(self._batch_size, self._native_batch)
+
+    @contextmanager
+    def _translate(self, op: str) -> Iterator[None]:
+        """Turn any client failure into MirrorError, and forget the collection handle.
+
+        Forgetting the handle makes the next call re-open the collection, which heals a
+        handle made stale by a server restart or a collection dropped elsewhere.
+        """
+        try:
+            yield
+        except MirrorError:
+            raise
+        except Exception as exc:
+            with self._lock:
+                self._collection = None
+            raise MirrorError(f"chroma {op} on {self.collection_name!r} failed: {exc}") from exc
+
+    # -- writes ---------------------------------------------------------------------
+
+    def _upsert_batch(self, records: Sequence[MirrorRecord]) -> None:
+        ids = [r.fact_id for r in records]
+        metadatas: list[dict[str, Any]] = [encode_metadata(r) for r in records]
+        with self._translate("upsert"):
+            coll = self.collection
+            existing = coll.get(ids=ids, include=["metadatas"])  # type: ignore[list-item]
+            old_keys = {
+                fid: set(meta or ())
+                for fid, meta in zip(existing["ids"], existing["metadatas"] or [], strict=False)
+            }
+            for fid, meta in zip(ids, metadatas, strict=True):
+                for stale in old_keys.get(fid, set()) - meta.keys():
+                    meta[stale] = None  # Chroma: None in an upsert removes the key
+            coll.upsert(
+                ids=ids,
+                embeddings=[[float(x) for x in r.embedding] for r in records],
+                metadatas=metadatas,  # type: ignore[arg-type]
+                documents=[r.content for r in records],
+            )
+
+    def _delete_batch(self, fact_ids: Sequence[str]) -> None:
+        with self._translate("delete"):
+            self.collection.delete(ids=list(fact_ids))
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, fact_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, MirrorPoint]:
+        unique = list(dict.fromkeys(fact_ids))
+        include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
+        points: dict[str, MirrorPoint] = {}
+        for batch in chunked(unique, self.max_batch_size):
+            with self._translate("get"):
+                res = self.collection.get(ids=list(batch), include=include)  # type: ignore[arg-type]
+            metadatas = res["metadatas"] or [None] * len(res["ids"])
+            documents = res["documents"] or [None] * len(res["ids"])
+            embeddings = res["embeddings"] if with_vectors else None
+            for i, fid in enumerate(res["ids"]):
+                meta = dict(metadatas[i] or {})
+                if documents[i] is not None:
+                    meta["content"] = documents[i]
+                vector = None
+                if embeddings is not None:
+                    vector = [float(x) for x in embeddings[i]]
+                points[fid] = MirrorPoint(
+                    fact_id=fid, version=version_of(meta), embedding=vector, metadata=meta
+                )
+        return points
+
+    def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        offset = 0
+        while True:
+            with self._translate("scan"):
+                res = self.collection.get(include=["metadatas"], limit=page_size, offset=offset)  # type: ignore[list-item]
+            ids = res["ids"]
+            if not ids:
+                return
+            metadatas = res["metadatas"] or [None] * len(ids)
+            yield [(fid, version_of(meta)) for fid, meta in zip(ids, metadatas, strict=True)]  # type: ignore[arg-type]
+            if len(ids) < page_size:
+                return
+            offset += len(ids)
+
+    def count(self) -> int:
+        with self._translate("count"):
+            return int(self.collection.count())
+
+    # -- admin ----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Delete every point, page by page, keeping the collection (and its id).
+
+        Dropping the collection would be faster but would leave every other handle to
+        it (another process's mirror, the sync worker) pointing at a dead id.
+        """
+        page = self.max_batch_size
+        while True:
+            with self._translate("reset"):
+                ids = self.collection.get(include=[], limit=page)["ids"]
+                if not ids:
+                    return
+                self.collection.delete(ids=ids)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "kind": self.kind,
+            "collection": self.collection_name,
+            "distance": self.distance,
+            "client": type(self.client).__name__,
+        }
+        if self._batch_size is not None:
+            info["batch_size"] = self._batch_size
+        if self._url is not None:
+            info["url"] = self._url
+        else:
+            try:
+                settings = self.client.get_settings()
+            except Exception:  # describe must never fail; the settings are only a hint
+                settings = None
+            if settings is not None:
+                if getattr(settings, "chroma_server_host", None):
+                    scheme = "https" if settings.chroma_server_ssl_enabled else "http"
+                    info["url"] = (
+                        f"{scheme}://{settings.chroma_server_host}:"
+                        f"{settings.chroma_server_http_port}"
+                    )
+                elif getattr(settings, "is_persistent", False):
+                    info["path"] = str(settings.persist_directory)
+        return info

@@ -1,0 +1,95 @@
+"""A dict-backed mirror: fast, dependency-free, for tests of the sync worker.
+
+It follows the same contract as the real adapters (idempotent writes, native batch
+limit, paged scan), and records the size of every native write in
+:attr:`InMemoryMirror.batch_sizes` so tests can check how the worker batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from memstate_pg.mirrors.base import Mirror, MirrorPoint, MirrorRecord, build_payload, chunked
+
+__all__ = ["InMemoryMirror"]
+
+
+class InMemoryMirror(Mirror):
+    """Points kept in a dict, guarded by a lock (the worker may write from threads)."""
+
+    kind: ClassVar[str] = "memory"
+
+    def __init__(self, *, max_batch_size: int = 1000, name: str = "memory") -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.max_batch_size = max_batch_size
+        self.name = name
+        #: Size of every native write call (upsert and delete), in order.
+        self.batch_sizes: list[int] = []
+        self._points: dict[str, MirrorPoint] = {}
+        self._lock = threading.Lock()
+
+    def _upsert_batch(self, records: Sequence[MirrorRecord]) -> None:
+        self._check_batch(len(records))
+        points = {
+            r.fact_id: MirrorPoint(
+                fact_id=r.fact_id,
+                version=r.version,
+                embedding=[float(x) for x in r.embedding],
+                metadata=copy.deepcopy(build_payload(r)),
+            )
+            for r in records
+        }
+        with self._lock:
+            self.batch_sizes.append(len(records))
+            self._points.update(points)
+
+    def _delete_batch(self, fact_ids: Sequence[str]) -> None:
+        self._check_batch(len(fact_ids))
+        with self._lock:
+            self.batch_sizes.append(len(fact_ids))
+            for fid in fact_ids:
+                self._points.pop(fid, None)
+
+    def _check_batch(self, size: int) -> None:
+        # Mimic a real store that rejects oversize calls, so a bypassed split shows up.
+        if size > self.max_batch_size:
+            raise ValueError(f"native batch of {size} exceeds max_batch_size {self.max_batch_size}")
+
+    def get(self, fact_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, MirrorPoint]:
+        with self._lock:
+            found = [self._points[fid] for fid in dict.fromkeys(fact_ids) if fid in self._points]
+        return {
+            p.fact_id: MirrorPoint(
+                fact_id=p.fact_id,
+                version=p.version,
+                embedding=list(p.embedding) if with_vectors and p.embedding is not None else None,
+                metadata=copy.deepcopy(p.metadata),
+            )
+            for p in found
+        }
+
+    def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+        # Ids are snapshotted up front (cheap: strings only); versions are read per page,
+        # so points deleted meanwhile are skipped, like a cursor over a live store.
+        with self._lock:
+            ids = sorted(self._points)
+        for page_ids in chunked(ids, page_size):
+            with self._lock:
+                page = [(fid, self._points[fid].version) for fid in page_ids if fid in self._points]
+            if page:
+                yield page
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._points)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "max_batch_size": self.max_batch_size}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._points.clear()

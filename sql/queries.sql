@@ -1,0 +1,100 @@
+-- Named queries of the Python API (memstate_pg/queries.py loads them by name).
+-- Every write goes through a function of sql/functions.sql; these are its calls and the reads.
+
+-- name: write_fact
+SELECT fact_id, version, seq, replayed FROM memstate.write_fact(
+    %(namespace)s, %(type)s, %(payload)s::jsonb, %(content)s, %(embedding)s::vector, %(model)s,
+    %(session_id)s, %(fact_id)s::uuid, %(expected_version)s::int, %(actor)s, %(reason)s,
+    %(idempotency_key)s, %(mode)s)
+
+-- name: delete_fact
+SELECT memstate.delete_fact(%(fact_id)s::uuid, %(expected_version)s::int, %(actor)s, %(reason)s,
+                            %(idempotency_key)s) AS seq
+
+-- name: open_commit
+SELECT seq, replayed, result FROM memstate.open_commit(
+    %(namespace)s, %(session_id)s, %(actor)s, %(reason)s, %(idempotency_key)s)
+
+-- name: rollback
+SELECT memstate.rollback(%(namespace)s, %(steps)s, %(session_id)s, %(actor)s, %(reason)s) AS seq
+
+-- name: revert
+SELECT memstate.revert(%(seq)s, %(actor)s, %(reason)s) AS seq
+
+-- name: promote_session
+SELECT memstate.promote_session(%(namespace)s, %(session_id)s, %(actor)s, %(reason)s) AS seq
+
+-- name: discard_session
+SELECT memstate.discard_session(%(namespace)s, %(session_id)s, %(actor)s, %(reason)s) AS seq
+
+-- name: register_type
+SELECT memstate.register_type(%(type)s, %(json_schema)s::jsonb, %(singleton_key)s, %(immutable)s,
+                              %(text_field)s)
+
+-- name: register_model
+SELECT memstate.register_model(%(model)s, %(dim)s, %(m)s, %(ef_construction)s)
+
+-- name: get_type
+SELECT type, json_schema, singleton_key, immutable, text_field FROM memstate.types WHERE type = %(type)s
+
+-- name: get_fact
+SELECT fact_id, namespace, type, session_id, payload, content, embedding_model, version,
+       commit_seq, created_at, updated_at
+FROM memstate.facts
+WHERE fact_id = %(fact_id)s::uuid AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)
+
+-- name: query_facts
+SELECT fact_id, namespace, type, session_id, payload, content, embedding_model, version,
+       commit_seq, created_at, updated_at
+FROM memstate.facts
+WHERE namespace = %(namespace)s
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(filter)s::jsonb IS NULL OR payload @> %(filter)s::jsonb)
+  AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+ORDER BY created_at, fact_id
+LIMIT %(limit)s
+
+-- name: search
+SELECT fact_id, score, type, session_id, payload, content, embedding_model, version, commit_seq,
+       created_at, updated_at
+FROM memstate.search(%(namespace)s, %(query)s::vector, %(k)s, %(filter)s::jsonb, %(type)s,
+                     %(model)s, %(session_id)s)
+
+-- name: history_fact
+SELECT * FROM memstate.history(%(fact_id)s::uuid)
+WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s
+
+-- name: history_namespace
+SELECT v.fact_id, v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
+       v.content, v.embedding_model, c.actor, c.reason, v.created_at
+FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
+WHERE v.namespace = %(namespace)s
+ORDER BY v.seq, v.fact_id, v.version
+LIMIT %(limit)s
+
+-- name: as_of
+SELECT fact_id, namespace, type, session_id, payload, content, embedding_model, version,
+       commit_seq, created_at
+FROM memstate.as_of(%(namespace)s, %(seq)s)
+
+-- name: seq_at
+SELECT memstate.seq_at(%(namespace)s, %(at)s) AS seq
+
+-- name: commits
+SELECT seq, namespace, session_id, actor, reason, kind, idempotency_key, undoes, undone_by, created_at
+FROM memstate.commits
+WHERE namespace = %(namespace)s
+ORDER BY seq DESC
+LIMIT %(limit)s
+
+-- name: mirror_status
+SELECT m.name, m.kind, m.enabled,
+       count(o.id) FILTER (WHERE o.dead_at IS NULL) AS pending,
+       count(o.id) FILTER (WHERE o.dead_at IS NOT NULL) AS dead,
+       extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.dead_at IS NULL))::float8
+           AS oldest_pending_age,
+       m.last_synced_seq, m.last_synced_at, m.last_reconciled_at, m.last_reconcile
+FROM memstate.mirrors m
+LEFT JOIN memstate.outbox o ON o.mirror = m.name
+GROUP BY m.name
+ORDER BY m.name

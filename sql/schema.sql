@@ -1,0 +1,144 @@
+-- memstate-pg schema: tables, indexes and the triggers that keep the rules in the database.
+--
+-- Applied by alembic revision 0001 (memstate-pg migrate / MemoryStore.migrate()), or by hand:
+--     psql "$DSN" -v ON_ERROR_STOP=1 -f sql/schema.sql -f sql/functions.sql
+-- Everything lives in schema `memstate`; pgvector's `vector` type must be on the search_path
+-- (CREATE EXTENSION vector puts it in `public` by default).
+
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE SCHEMA IF NOT EXISTS memstate;
+
+-- Settings that SQL callers and the Python API share (one row per key).
+CREATE TABLE IF NOT EXISTS memstate.config (
+    key   text PRIMARY KEY,
+    value jsonb NOT NULL
+);
+INSERT INTO memstate.config (key, value) VALUES
+    ('max_payload_bytes', '1048576'),
+    ('max_content_bytes', '1048576')
+ON CONFLICT (key) DO NOTHING;
+
+-- Embedding models: a vector space with a fixed dimension. Each model gets its own partial
+-- HNSW index (see memstate.register_model), so several models live side by side and a
+-- search only ever compares vectors of one model.
+CREATE TABLE IF NOT EXISTS memstate.embedding_models (
+    model      text PRIMARY KEY CHECK (length(model) BETWEEN 1 AND 100),
+    dim        int  NOT NULL CHECK (dim BETWEEN 1 AND 16000),
+    index_name text,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Registered fact types: the shape of their payload (a JSON schema, checked in SQL by
+-- memstate.validate_payload), and the constraints the database enforces.
+CREATE TABLE IF NOT EXISTS memstate.types (
+    type          text PRIMARY KEY CHECK (length(type) BETWEEN 1 AND 200),
+    json_schema   jsonb,
+    singleton_key text,
+    immutable     boolean NOT NULL DEFAULT false,
+    text_field    text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per commit: a Postgres transaction's worth of fact changes, numbered by seq.
+-- kind: commit | promote | discard are "counted" (undoable by rollback);
+--       rollback | revert undo earlier commits (listed in `undoes`) and are not counted.
+CREATE TABLE IF NOT EXISTS memstate.commits (
+    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    namespace       text NOT NULL,
+    session_id      text,
+    actor           text,
+    reason          text,
+    kind            text NOT NULL DEFAULT 'commit'
+                    CHECK (kind IN ('commit', 'promote', 'discard', 'rollback', 'revert')),
+    idempotency_key text,
+    undoes          bigint[],
+    undone_by       bigint REFERENCES memstate.commits (seq),
+    result          jsonb,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (namespace, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS commits_in_effect
+    ON memstate.commits (namespace, seq DESC) WHERE undone_by IS NULL;
+CREATE INDEX IF NOT EXISTS commits_created_at ON memstate.commits (namespace, created_at);
+
+-- The append-only version log: every change of every fact, forever.
+CREATE TABLE IF NOT EXISTS memstate.fact_versions (
+    fact_id         uuid   NOT NULL,
+    version         int    NOT NULL CHECK (version >= 1),
+    seq             bigint NOT NULL REFERENCES memstate.commits (seq),
+    namespace       text   NOT NULL,
+    type            text   NOT NULL,
+    session_id      text,
+    op              text   NOT NULL CHECK (op IN ('put', 'update', 'delete')),
+    payload         jsonb,
+    content         text,
+    embedding       vector,
+    embedding_model text,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (fact_id, version)
+);
+CREATE INDEX IF NOT EXISTS fact_versions_seq ON memstate.fact_versions (seq);
+CREATE INDEX IF NOT EXISTS fact_versions_ns_seq ON memstate.fact_versions (namespace, seq);
+
+-- Current state: one row per live fact, with its vector.
+CREATE TABLE IF NOT EXISTS memstate.facts (
+    fact_id         uuid PRIMARY KEY,
+    namespace       text   NOT NULL,
+    type            text   NOT NULL REFERENCES memstate.types (type),
+    session_id      text,
+    payload         jsonb  NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    content         text   NOT NULL,
+    embedding       vector NOT NULL,
+    embedding_model text   NOT NULL REFERENCES memstate.embedding_models (model),
+    singleton_value text,
+    version         int    NOT NULL,
+    commit_seq      bigint NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS facts_ns_type ON memstate.facts (namespace, type);
+CREATE INDEX IF NOT EXISTS facts_ns_session ON memstate.facts (namespace, session_id)
+    WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS facts_payload ON memstate.facts USING gin (payload jsonb_path_ops);
+-- Singleton constraint: at most one live fact per (namespace, type, payload[singleton_key]).
+-- singleton_value is filled by the facts_rules trigger from memstate.types, so the rule
+-- holds for every writer, the SQL functions and raw INSERTs alike, in every process.
+CREATE UNIQUE INDEX IF NOT EXISTS facts_singleton
+    ON memstate.facts (namespace, type, singleton_value) WHERE singleton_value IS NOT NULL;
+
+-- Mirrors: external vector stores fed from the outbox.
+CREATE TABLE IF NOT EXISTS memstate.mirrors (
+    name               text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    kind               text NOT NULL,
+    enabled            boolean NOT NULL DEFAULT true,
+    namespaces         text[],          -- NULL: every namespace
+    types              text[],          -- NULL: every type
+    metadata_fields    text[] NOT NULL DEFAULT '{}',
+    options            jsonb  NOT NULL DEFAULT '{}',
+    last_synced_seq    bigint,
+    last_synced_at     timestamptz,
+    last_reconciled_at timestamptz,
+    last_reconcile     jsonb,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- The transactional outbox: one row per change per enabled mirror, written in the same
+-- transaction as the change, deleted by a sync worker only after the mirror acknowledged.
+CREATE TABLE IF NOT EXISTS memstate.outbox (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    mirror       text   NOT NULL REFERENCES memstate.mirrors (name) ON DELETE CASCADE,
+    fact_id      uuid   NOT NULL,
+    namespace    text   NOT NULL,
+    seq          bigint NOT NULL,
+    version      int    NOT NULL,
+    op           text   NOT NULL,
+    attempts     int    NOT NULL DEFAULT 0,
+    available_at timestamptz NOT NULL DEFAULT now(),
+    last_error   text,
+    dead_at      timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS outbox_ready ON memstate.outbox (mirror, id) WHERE dead_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_dead ON memstate.outbox (mirror) WHERE dead_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_fact ON memstate.outbox (mirror, fact_id);
