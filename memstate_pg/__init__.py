@@ -4,12 +4,22 @@ Facts and their embeddings commit in one Postgres transaction; external vector s
 mirrors fed from a transactional outbox. See README.md and DESIGN.md for the contract.
 """
 
+from .aio import AsyncMemoryStore, AsyncTransaction
 from .embedders import HashingEmbedder
-from .errors import ConflictError, MemStateError, MirrorError, NotFound, PermissionDenied, ValidationFailed
+from .errors import (
+    ConflictError,
+    MemStateError,
+    MirrorError,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
 from .store import MemoryStore, Transaction
 
 __all__ = [
+    "AsyncMemoryStore",
+    "AsyncTransaction",
     "ConflictError",
     "Constraint",
     "Fact",

@@ -56,6 +56,7 @@ class Exec:
     query: str
     params: dict[str, Any] | None = None
     fetch: Literal["one", "all", "none"] = "one"
+    autonomous: bool = False  # run on its own pooled connection, outside any open transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,7 @@ class StoreCore:
 
     def _op_register_schema(self, type_name, model, constraint, text_field) -> Op:
         ftype = make_type(type_name, model, constraint, text_field)
+        yield from self._op_model(self.embedder.model, self.embedder.dim)
         yield Exec(
             Q("register_type"),
             {
@@ -210,10 +212,14 @@ class StoreCore:
         return ftype
 
     def _op_model(self, model: str, dim: int) -> Op:
+        """Registers the embedding model (and builds its HNSW index) once per store, on a
+        connection of its own: a caller's transaction that rolls back must not take the
+        registration with it while this store believes it done."""
         if model not in self._models_ready:
             yield Exec(
                 Q("register_model"),
                 {"model": model, "dim": dim, "m": self.hnsw_m, "ef_construction": self.hnsw_ef_construction},
+                autonomous=True,
             )
             self._models_ready.add(model)
 

@@ -31,7 +31,7 @@ class Fact(BaseModel):
     id: UUID | None = None
     type: str
     payload: dict[str, Any]
-    namespace: str = "default"
+    namespace: str | None = None  # None: the call's namespace, else the store's, else "default"
     session_id: str | None = None
     content: str | None = None
     embedding: list[float] | None = Field(default=None, repr=False)

@@ -8,7 +8,6 @@ connection (autocommit; a call that needs several statements opens a transaction
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -61,7 +60,6 @@ class MemoryStore(StoreCore):
         else:
             raise TypeError("MemoryStore takes a DSN string or a psycopg_pool.ConnectionPool")
         self._embedded_path: str | None = None
-        self._local = threading.local()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -102,7 +100,7 @@ class MemoryStore(StoreCore):
     def _run(self, op: Op, conn: psycopg.Connection | None = None) -> Any:
         """Perform the I/O an operation asks for; see core.py."""
         with contextlib.ExitStack() as stack:
-            c = conn if conn is not None else getattr(self._local, "conn", None)
+            c = conn
             in_tx = False
             try:
                 request = next(op)
@@ -117,12 +115,15 @@ class MemoryStore(StoreCore):
                                 stack.enter_context(c.transaction())
                                 in_tx = True
                             result = None
+                        elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
+                            with self._pool.connection() as own:
+                                result = _execute(own, request)
                         else:
                             result = _execute(c, request)
                     request = op.send(result)
             except StopIteration as stop:
                 return stop.value
-            except (psycopg.Error, psycopg.DataError) as exc:
+            except psycopg.Error as exc:
                 err = translate(exc)
                 if err is exc:
                     raise

@@ -1,0 +1,272 @@
+"""AsyncMemoryStore: the same API as MemoryStore, as coroutines over psycopg's async API.
+
+Every method runs the same operation of core.py as the sync store; only the runner
+differs. A sync embedder runs in a worker thread (never on the event loop); an embedder
+with `aembed` is awaited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from . import migrations
+from .core import Begin, Embed, ExecMany, Op, StoreCore, translate
+from .embedders import Embedder, aembed
+from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+
+
+class AsyncMemoryStore(StoreCore):
+    """Transactional memory in PostgreSQL, for asyncio.
+
+    Create with `await AsyncMemoryStore.open(dsn)` (or construct and `await store.open_pool()`),
+    close with `await store.close()` or `async with`.
+    """
+
+    def __init__(self, dsn_or_pool: str | AsyncConnectionPool, *, embedder: Embedder | None = None,
+                 namespace: str | None = None, min_size: int = 1, max_size: int = 10, **options: Any) -> None:
+        super().__init__(embedder=embedder, namespace=namespace, **options)
+        if isinstance(dsn_or_pool, AsyncConnectionPool):
+            self._pool = dsn_or_pool
+            self._owns_pool = False
+            self.dsn = dsn_or_pool.conninfo
+        elif isinstance(dsn_or_pool, str):
+            self.dsn = dsn_or_pool
+            self._pool = AsyncConnectionPool(dsn_or_pool, min_size=min_size, max_size=max_size,
+                                             kwargs={"autocommit": True}, open=False, name="memstate-async")
+            self._owns_pool = True
+        else:
+            raise TypeError("AsyncMemoryStore takes a DSN string or a psycopg_pool.AsyncConnectionPool")
+
+    @classmethod
+    async def open(cls, dsn_or_pool: str | AsyncConnectionPool, **kwargs: Any) -> AsyncMemoryStore:
+        store = cls(dsn_or_pool, **kwargs)
+        await store.open_pool()
+        return store
+
+    @classmethod
+    async def embedded(cls, path: str | None = None, *, database: str = "memstate", migrate: bool = True,
+                       **kwargs: Any) -> AsyncMemoryStore:
+        import asyncio
+
+        from . import embedded
+
+        dsn = await asyncio.to_thread(embedded.start, path, database=database)
+        store = await cls.open(dsn, **kwargs)
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def open_pool(self) -> None:
+        if self._owns_pool and self._pool.closed:
+            await self._pool.open()
+
+    async def migrate(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(migrations.upgrade, self.dsn)
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> AsyncMemoryStore:
+        await self.open_pool()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self._pool
+
+    async def _run(self, op: Op, conn: psycopg.AsyncConnection | None = None) -> Any:
+        async with contextlib.AsyncExitStack() as stack:
+            c = conn
+            in_tx = False
+            try:
+                request = next(op)
+                while True:
+                    if isinstance(request, Embed):
+                        result = await aembed(self.embedder, request.texts)
+                    else:
+                        if c is None:
+                            if self._owns_pool and self._pool.closed:
+                                await self._pool.open()
+                            c = await stack.enter_async_context(self._pool.connection())
+                        if isinstance(request, Begin):
+                            if not in_tx:
+                                await stack.enter_async_context(c.transaction())
+                                in_tx = True
+                            result = None
+                        elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
+                            async with self._pool.connection() as own:
+                                result = await _execute(own, request)
+                        else:
+                            result = await _execute(c, request)
+                    request = op.send(result)
+            except StopIteration as stop:
+                return stop.value
+            except psycopg.Error as exc:
+                err = translate(exc)
+                if err is exc:
+                    raise
+                raise err from exc
+
+    async def register_schema(self, type: str, model: Any = None, *, constraint: Constraint | None = None,
+                              text_field: str | None = None) -> None:
+        await self._run(self._op_register_schema(type, model, constraint, text_field))
+
+    async def commit(self, fact: Fact, *, namespace: str | None = None, session_id: str | None = None,
+                     actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
+                     expected_version: int | None = None, conn: psycopg.AsyncConnection | None = None) -> UUID:
+        return await self._run(self._op_commit(fact, namespace=namespace, session_id=session_id, actor=actor,
+                                               reason=reason, idempotency_key=idempotency_key,
+                                               expected_version=expected_version), conn)
+
+    async def commit_many(self, facts: Sequence[Fact], *, namespace: str | None = None,
+                          session_id: str | None = None, actor: str | None = None, reason: str | None = None,
+                          idempotency_key: str | None = None,
+                          conn: psycopg.AsyncConnection | None = None) -> list[UUID]:
+        return await self._run(self._op_commit_many(facts, namespace=namespace, session_id=session_id,
+                                                    actor=actor, reason=reason,
+                                                    idempotency_key=idempotency_key), conn)
+
+    async def update(self, fact_id: UUID | str, changes: dict[str, Any], *, expected_version: int | None = None,
+                     actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
+                     conn: psycopg.AsyncConnection | None = None) -> int:
+        return await self._run(self._op_update(fact_id, changes, expected_version=expected_version, actor=actor,
+                                               reason=reason, idempotency_key=idempotency_key), conn)
+
+    async def delete(self, fact_id: UUID | str, *, expected_version: int | None = None, actor: str | None = None,
+                     reason: str | None = None, idempotency_key: str | None = None,
+                     conn: psycopg.AsyncConnection | None = None) -> int:
+        return await self._run(self._op_delete(fact_id, expected_version=expected_version, actor=actor,
+                                               reason=reason, idempotency_key=idempotency_key), conn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, namespace: str | None = None, *, session_id: str | None = None,
+                          actor: str | None = None, reason: str | None = None,
+                          idempotency_key: str | None = None,
+                          conn: psycopg.AsyncConnection | None = None) -> AsyncIterator[AsyncTransaction]:
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                await self.open_pool()
+                conn = await stack.enter_async_context(self._pool.connection())
+            await stack.enter_async_context(conn.transaction())
+            ns, row = await self._run(self._op_open_commit(namespace, session_id, actor, reason, idempotency_key),
+                                      conn)
+            yield AsyncTransaction(self, conn, ns, row, session_id)
+
+    async def rollback(self, steps: int = 1, *, namespace: str | None = None, session_id: str | None = None,
+                       actor: str | None = None, reason: str | None = None) -> int:
+        return await self._run(self._op_rollback(steps, namespace=namespace, session_id=session_id, actor=actor,
+                                                 reason=reason))
+
+    async def revert(self, seq: int, *, actor: str | None = None, reason: str | None = None) -> int:
+        return await self._run(self._op_revert(seq, actor=actor, reason=reason))
+
+    async def promote_session(self, session_id: str, *, namespace: str | None = None, actor: str | None = None,
+                              reason: str | None = None) -> int | None:
+        return await self._run(self._op_session("promote_session", session_id, namespace=namespace, actor=actor,
+                                                reason=reason))
+
+    async def discard_session(self, session_id: str, *, namespace: str | None = None, actor: str | None = None,
+                              reason: str | None = None) -> int | None:
+        return await self._run(self._op_session("discard_session", session_id, namespace=namespace, actor=actor,
+                                                reason=reason))
+
+    async def get(self, fact_id: UUID | str) -> Fact | None:
+        return await self._run(self._op_get(fact_id))
+
+    async def query(self, type: str | None = None, filters: dict[str, Any] | None = None, *,
+                    namespace: str | None = None, session_id: str | None = None,
+                    limit: int | None = None) -> list[Fact]:
+        return await self._run(self._op_query(type, filters, namespace=namespace, session_id=session_id,
+                                              limit=limit))
+
+    async def search(self, query: str | Sequence[float], k: int = 5, *, namespace: str | None = None,
+                     type: str | None = None, filters: dict[str, Any] | None = None,
+                     session_id: str | None = None) -> list[Hit]:
+        return await self._run(self._op_search(query, k, namespace=namespace, type=type, filters=filters,
+                                               session_id=session_id))
+
+    async def history(self, fid: UUID | str | None = None, *, namespace: str | None = None,
+                      limit: int | None = None) -> list[FactVersion]:
+        return await self._run(self._op_history(fid, namespace=namespace, limit=limit))
+
+    async def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
+        return await self._run(self._op_as_of(point, namespace=namespace))
+
+    async def commits(self, *, namespace: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        return await self._run(self._op_commits(namespace=namespace, limit=limit))
+
+    async def status(self) -> dict[str, MirrorStatus]:
+        return await self._run(self._op_status())
+
+
+class AsyncTransaction:
+    """One open commit of an AsyncMemoryStore (see store.Transaction)."""
+
+    def __init__(self, store: AsyncMemoryStore, conn: psycopg.AsyncConnection, namespace: str,
+                 opened: dict[str, Any], session_id: str | None) -> None:
+        self._store = store
+        self._conn = conn
+        self.namespace = namespace
+        self.session_id = session_id
+        self.seq: int = opened["seq"]
+        self.replayed: bool = opened["replayed"]
+        self._replay = [UUID(x) for x in (opened["result"] or [])]
+
+    @property
+    def connection(self) -> psycopg.AsyncConnection:
+        return self._conn
+
+    async def commit(self, fact: Fact, *, session_id: str | None = None,
+                     expected_version: int | None = None) -> UUID:
+        if self.replayed:
+            return self._replay.pop(0) if self._replay else None
+        return await self._store._run(self._store._op_commit(
+            fact, namespace=self.namespace, session_id=session_id or self.session_id,
+            expected_version=expected_version), self._conn)
+
+    async def update(self, fact_id: UUID | str, changes: dict[str, Any], *,
+                     expected_version: int | None = None) -> int:
+        if self.replayed:
+            self._replay[:1] = []
+            return 0
+        return await self._store._run(self._store._op_update(fact_id, changes, expected_version=expected_version),
+                                      self._conn)
+
+    async def delete(self, fact_id: UUID | str, *, expected_version: int | None = None) -> int:
+        if self.replayed:
+            self._replay[:1] = []
+            return self.seq
+        return await self._store._run(self._store._op_delete(fact_id, expected_version=expected_version),
+                                      self._conn)
+
+
+async def _execute(conn: psycopg.AsyncConnection, request: Any) -> Any:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        if isinstance(request, ExecMany):
+            await cur.executemany(request.query, request.params, returning=True)
+            rows = []
+            while True:
+                rows.append(await cur.fetchone())
+                if not cur.nextset():
+                    break
+            return rows
+        await cur.execute(request.query, request.params)
+        if request.fetch == "none":
+            return None
+        if request.fetch == "all":
+            return await cur.fetchall()
+        return await cur.fetchone()
