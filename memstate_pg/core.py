@@ -168,7 +168,8 @@ class StoreCore:
     # -- scope ---------------------------------------------------------------------------
 
     def _ns(self, namespace: str | None, fact: Fact | None = None) -> str:
-        ns = namespace or (fact.namespace if fact is not None else None) or self.namespace or "default"
+        ns = next((n for n in (namespace, fact.namespace if fact is not None else None, self.namespace)
+                   if n is not None), "default")
         check_name("namespace", ns)
         if self.namespace is not None and ns != self.namespace:
             raise PermissionDenied(f"this store is bound to namespace {self.namespace!r}, not {ns!r}")

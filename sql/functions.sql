@@ -213,13 +213,14 @@ CREATE OR REPLACE TRIGGER facts_rules BEFORE INSERT OR UPDATE ON memstate.facts
 CREATE OR REPLACE FUNCTION memstate._append_only()
 RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'commits' AND TG_OP = 'UPDATE'
-       AND (NEW.seq, NEW.namespace, NEW.session_id, NEW.actor, NEW.reason, NEW.kind,
+    IF TG_TABLE_NAME = 'commits' AND TG_OP = 'UPDATE' THEN  -- nested: NEW.kind exists only here
+        IF (NEW.seq, NEW.namespace, NEW.session_id, NEW.actor, NEW.reason, NEW.kind,
             NEW.idempotency_key, NEW.created_at)
            IS NOT DISTINCT FROM
            (OLD.seq, OLD.namespace, OLD.session_id, OLD.actor, OLD.reason, OLD.kind,
             OLD.idempotency_key, OLD.created_at) THEN
-        RETURN NEW;
+            RETURN NEW;
+        END IF;
     END IF;
     PERFORM memstate._fail('MSC01', format('memstate.%s is append-only (%s refused)', TG_TABLE_NAME, TG_OP));
     RETURN NULL;
@@ -314,10 +315,10 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION memstate.begin_commit(
-    p_namespace text, p_session_id text DEFAULT NULL, p_actor text DEFAULT NULL,
-    p_reason text DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+    namespace text, session_id text DEFAULT NULL, actor text DEFAULT NULL,
+    reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS bigint LANGUAGE sql AS $$
-    SELECT seq FROM memstate.open_commit(p_namespace, p_session_id, p_actor, p_reason, p_idempotency_key)
+    SELECT o.seq FROM memstate.open_commit($1, $2, $3, $4, $5) o
 $$;
 
 -- The commit a write belongs to: the one opened in this transaction for the namespace, or
@@ -507,10 +508,15 @@ $$;
 
 -- Deletes a live fact (history keeps every version). Returns the commit seq.
 CREATE OR REPLACE FUNCTION memstate.delete_fact(
-    p_fact_id uuid, p_expected_version int DEFAULT NULL, p_actor text DEFAULT NULL,
-    p_reason text DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+    fact_id uuid, expected_version int DEFAULT NULL, actor text DEFAULT NULL,
+    reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    p_fact_id          ALIAS FOR $1;
+    p_expected_version ALIAS FOR $2;
+    p_actor            ALIAS FOR $3;
+    p_reason           ALIAS FOR $4;
+    p_idempotency_key  ALIAS FOR $5;
     v_ns     text;
     v_commit record;
     v_row    memstate.facts;
@@ -618,10 +624,15 @@ END $$;
 -- new commit (kind 'rollback'). Rollback and revert commits are not counted, so calling
 -- rollback(ns, 1) twice goes back two steps. Returns the new commit's seq.
 CREATE OR REPLACE FUNCTION memstate.rollback(
-    p_namespace text, p_steps int DEFAULT 1, p_session_id text DEFAULT NULL,
-    p_actor text DEFAULT NULL, p_reason text DEFAULT NULL)
+    namespace text, steps int DEFAULT 1, session_id text DEFAULT NULL,
+    actor text DEFAULT NULL, reason text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    p_namespace  ALIAS FOR $1;
+    p_steps      ALIAS FOR $2;
+    p_session_id ALIAS FOR $3;
+    p_actor      ALIAS FOR $4;
+    p_reason     ALIAS FOR $5;
     v_targets bigint[];
     v_seq     bigint;
 BEGIN
@@ -650,9 +661,12 @@ END $$;
 -- Undoes one given commit. Reverting a rollback or revert is redo: the commits it undid are
 -- back in effect. Returns the new commit's seq.
 CREATE OR REPLACE FUNCTION memstate.revert(
-    p_seq bigint, p_actor text DEFAULT NULL, p_reason text DEFAULT NULL)
+    seq bigint, actor text DEFAULT NULL, reason text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    p_seq    ALIAS FOR $1;
+    p_actor  ALIAS FOR $2;
+    p_reason ALIAS FOR $3;
     v_c   memstate.commits;
     v_seq bigint;
 BEGIN
@@ -676,9 +690,13 @@ END $$;
 -- Working memory -> long-term memory: the session's live facts lose their session_id.
 -- Returns the commit seq, or NULL when the session holds no live fact.
 CREATE OR REPLACE FUNCTION memstate.promote_session(
-    p_namespace text, p_session_id text, p_actor text DEFAULT NULL, p_reason text DEFAULT NULL)
+    namespace text, session_id text, actor text DEFAULT NULL, reason text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    p_namespace  ALIAS FOR $1;
+    p_session_id ALIAS FOR $2;
+    p_actor      ALIAS FOR $3;
+    p_reason     ALIAS FOR $4;
     v_seq bigint;
     v_row memstate.facts;
 BEGIN
@@ -698,9 +716,13 @@ END $$;
 
 -- Drops a session's working memory: its live facts are deleted (history keeps them).
 CREATE OR REPLACE FUNCTION memstate.discard_session(
-    p_namespace text, p_session_id text, p_actor text DEFAULT NULL, p_reason text DEFAULT NULL)
+    namespace text, session_id text, actor text DEFAULT NULL, reason text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    p_namespace  ALIAS FOR $1;
+    p_session_id ALIAS FOR $2;
+    p_actor      ALIAS FOR $3;
+    p_reason     ALIAS FOR $4;
     v_seq bigint;
     v_row memstate.facts;
 BEGIN
@@ -733,8 +755,8 @@ CREATE OR REPLACE VIEW memstate.current_facts AS
 -- Uses the model's HNSW index with pgvector's iterative scan, so a selective filter still
 -- returns k rows.
 CREATE OR REPLACE FUNCTION memstate.search(
-    p_namespace text, p_query vector, p_k int, p_filter jsonb DEFAULT NULL,
-    p_type text DEFAULT NULL, p_model text DEFAULT NULL, p_session_id text DEFAULT NULL)
+    namespace text, query vector, k int, filter jsonb DEFAULT NULL,
+    fact_type text DEFAULT NULL, model text DEFAULT NULL, session text DEFAULT NULL)
 RETURNS TABLE (fact_id uuid, score float8, type text, session_id text, payload jsonb, content text,
                embedding_model text, version int, commit_seq bigint, created_at timestamptz,
                updated_at timestamptz)
@@ -742,6 +764,13 @@ LANGUAGE plpgsql STABLE
 SET hnsw.iterative_scan = 'relaxed_order'
 AS $$
 DECLARE
+    p_namespace  ALIAS FOR $1;
+    p_query      ALIAS FOR $2;
+    p_k          ALIAS FOR $3;
+    p_filter     ALIAS FOR $4;
+    p_type       ALIAS FOR $5;
+    p_model      ALIAS FOR $6;
+    p_session_id ALIAS FOR $7;
     v_model text := p_model;
     v_dim   int;
     v_index text;
@@ -789,15 +818,15 @@ BEGIN
 END $$;
 
 -- Every version of one fact, oldest first, with the commit that wrote it.
-CREATE OR REPLACE FUNCTION memstate.history(p_fact_id uuid)
-RETURNS TABLE (fact_id uuid, version int, seq bigint, op text, kind text, namespace text, type text,
+CREATE OR REPLACE FUNCTION memstate.history(fact_id uuid)
+RETURNS TABLE (version int, seq bigint, op text, kind text, namespace text, type text,
                session_id text, payload jsonb, content text, embedding_model text, actor text,
                reason text, created_at timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT v.fact_id, v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
+    SELECT v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
            v.content, v.embedding_model, c.actor, c.reason, v.created_at
     FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
-    WHERE v.fact_id = p_fact_id
+    WHERE v.fact_id = $1
     ORDER BY v.version
 $$;
 

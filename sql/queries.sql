@@ -61,8 +61,8 @@ FROM memstate.search(%(namespace)s, %(query)s::vector, %(k)s, %(filter)s::jsonb,
                      %(model)s, %(session_id)s)
 
 -- name: history_fact
-SELECT * FROM memstate.history(%(fact_id)s::uuid)
-WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s
+SELECT %(fact_id)s::uuid AS fact_id, h.* FROM memstate.history(%(fact_id)s::uuid) h
+WHERE %(namespace)s::text IS NULL OR h.namespace = %(namespace)s
 
 -- name: history_namespace
 SELECT v.fact_id, v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,

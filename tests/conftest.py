@@ -44,7 +44,7 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     """A DSN with the right to create databases, on a real PostgreSQL with pgvector."""
     env = os.environ.get("MEMSTATE_TEST_DSN")
     if env:
@@ -56,14 +56,20 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with PostgresContainer("pgvector/pgvector:pg17", driver=None) as pg:
             yield pg.get_connection_url()
         return
+    import shutil
+    import tempfile
+
     from memstate_pg import embedded
 
-    base = tmp_path_factory.mktemp("embedded-pg")
+    # Not under pytest's basetemp: concurrent pytest sessions rotate /tmp/pytest-of-<user>
+    # and would delete a running server's data directory.
+    base = tempfile.mkdtemp(prefix="memstate-test-pg-")
     dsn = embedded.start(base)
     try:
         yield dsn
     finally:
         embedded.stop(base)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
