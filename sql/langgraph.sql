@@ -128,7 +128,7 @@ BEGIN
         FROM memstate.lg_checkpoints c
         JOIN doomed d ON d.thread_id = c.thread_id AND d.checkpoint_ns = c.checkpoint_ns
                      AND d.checkpoint_id = c.parent_checkpoint_id
-        WHERE c.thread_id = ANY (v_threads) AND c.run_id IS DISTINCT FROM ALL (p_run_ids)
+        WHERE c.thread_id = ANY (v_threads) AND (c.run_id IS NULL OR c.run_id <> ALL (p_run_ids))
         UNION ALL
         SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, d.parent_checkpoint_id, w.depth + 1
         FROM walk w
@@ -204,3 +204,200 @@ BEGIN
     WHERE c.thread_id = d.thread_id AND c.checkpoint_ns = d.checkpoint_ns AND c.checkpoint_id = d.checkpoint_id;
     PERFORM memstate.lg_collect_blobs(p_thread_ids);
 END $$;
+
+-- ---------------------------------------------------------------------------------------
+-- MemStateStore: LangGraph's BaseStore over memstate facts
+-- ---------------------------------------------------------------------------------------
+-- An item is a live fact of type `lg_item` (by default) in one memstate namespace (by
+-- default 'langgraph'), written through memstate.write_fact like any fact: versioned,
+-- undoable, mirrored. Its payload is
+--     {"ns": ["users", "42"], "key": "prefs", "ns_key": "[\"users\",\"42\",\"prefs\"]",
+--      "prefixes": ["users", "users.42"], "value": {...}, "indexed": true, "ttl": 5.0}
+-- `ns_key` is the type's singleton key, so (LangGraph namespace, key) names at most one
+-- live fact and is looked up through the facts_singleton unique index; `prefixes` makes a
+-- namespace-prefix search a GIN-indexed containment test (labels cannot contain '.').
+-- The functions below are the store's reads; its writes are MemoryStore commits.
+
+-- TTL clocks. Refreshing a TTL on read is not a change of the item, so it lives here, not
+-- in the fact's history. A row counts only while the live fact's payload has a "ttl".
+CREATE TABLE IF NOT EXISTS memstate.lg_ttl (
+    fact_id     uuid PRIMARY KEY,
+    ttl_minutes float8 NOT NULL CHECK (ttl_minutes > 0),
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lg_ttl_expires_at ON memstate.lg_ttl (expires_at);
+
+-- Items by exact key (p_keys are ns_key values).
+CREATE OR REPLACE FUNCTION memstate.lg_get(
+    p_namespace text, p_type text, p_keys text[], p_refresh boolean DEFAULT false,
+    p_omit_expired boolean DEFAULT false)
+RETURNS TABLE (fact_id uuid, payload jsonb, created_at timestamptz, updated_at timestamptz)
+LANGUAGE sql VOLATILE AS $$
+    WITH hits AS (
+        SELECT f.fact_id, f.payload, f.created_at, f.updated_at
+        FROM memstate.facts f
+        WHERE f.namespace = p_namespace AND f.type = p_type AND f.singleton_value = ANY (p_keys)
+          AND NOT (p_omit_expired AND f.payload ? 'ttl' AND EXISTS (
+              SELECT 1 FROM memstate.lg_ttl t WHERE t.fact_id = f.fact_id AND t.expires_at <= now()))
+    ), touched AS (
+        UPDATE memstate.lg_ttl t SET expires_at = now() + t.ttl_minutes * interval '1 minute'
+        FROM hits h
+        WHERE p_refresh AND t.fact_id = h.fact_id AND h.payload ? 'ttl'
+    )
+    SELECT h.fact_id, h.payload, h.created_at, h.updated_at FROM hits h
+$$;
+
+-- Items under a namespace prefix (p_prefix: labels joined by '.', NULL: all), matching
+-- `p_contains` (jsonb containment: the scalar equalities of the filter) and every
+-- condition of `p_conditions`: [{"path": [...], "op": "eq|ne|gt|gte|lt|lte", "value": v}]
+-- on payload paths. With `p_query`, nearest first by cosine similarity (HNSW index of
+-- `p_model`, iterative scan so filters still fill the page), only items that were
+-- indexed; else most recently updated first, score NULL.
+CREATE OR REPLACE FUNCTION memstate.lg_search(
+    p_namespace text, p_type text, p_prefix text, p_contains jsonb, p_conditions jsonb,
+    p_limit int, p_offset int, p_query vector DEFAULT NULL, p_model text DEFAULT NULL,
+    p_refresh boolean DEFAULT false, p_omit_expired boolean DEFAULT false)
+RETURNS TABLE (fact_id uuid, payload jsonb, created_at timestamptz, updated_at timestamptz, score float8)
+LANGUAGE plpgsql VOLATILE
+SET hnsw.iterative_scan = 'relaxed_order'
+AS $$
+DECLARE
+    v_where    text := '';
+    v_contains jsonb := coalesce(p_contains, '{}'::jsonb);
+    v_cond     jsonb;
+    v_expr     text;
+    v_op       text;
+    v_sqlop    text;
+    v_val      jsonb;
+    v_dim      int;
+    v_index    text;
+    v_dist     text;
+    v_hits     text;
+BEGIN
+    IF p_limit IS NULL OR p_limit < 0 OR p_offset IS NULL OR p_offset < 0 THEN
+        PERFORM memstate._fail('MSV01', format('limit and offset must be non-negative, not %s and %s', p_limit, p_offset));
+    END IF;
+    IF jsonb_typeof(v_contains) <> 'object' THEN
+        PERFORM memstate._fail('MSV01', 'p_contains must be a JSON object');
+    END IF;
+    IF p_prefix IS NOT NULL THEN
+        v_contains := v_contains || jsonb_build_object('prefixes', jsonb_build_array(p_prefix));
+    END IF;
+    IF p_query IS NOT NULL THEN
+        v_contains := v_contains || '{"indexed": true}'::jsonb;
+    END IF;
+    FOR v_cond IN SELECT c FROM jsonb_array_elements(coalesce(p_conditions, '[]'::jsonb)) c LOOP
+        IF jsonb_typeof(v_cond -> 'path') IS DISTINCT FROM 'array' THEN
+            PERFORM memstate._fail('MSV01', format('filter condition needs a path: %s', v_cond));
+        END IF;
+        v_expr := format('(f.payload #> %L::text[])', ARRAY(SELECT jsonb_array_elements_text(v_cond -> 'path')));
+        v_op := v_cond ->> 'op';
+        v_val := v_cond -> 'value';
+        IF v_op = 'eq' THEN
+            v_where := v_where || format(' AND %s = %L::jsonb', v_expr, v_val);
+        ELSIF v_op = 'ne' THEN
+            v_where := v_where || format(' AND %s IS DISTINCT FROM %L::jsonb', v_expr, v_val);
+        ELSIF v_op IN ('gt', 'gte', 'lt', 'lte') THEN
+            v_sqlop := CASE v_op WHEN 'gt' THEN '>' WHEN 'gte' THEN '>=' WHEN 'lt' THEN '<' ELSE '<=' END;
+            IF jsonb_typeof(v_val) = 'number' THEN
+                v_where := v_where || format(
+                    ' AND CASE WHEN jsonb_typeof(%1$s) = ''number'' THEN (%1$s #>> ''{}'')::numeric %2$s %3$L::numeric ELSE false END',
+                    v_expr, v_sqlop, v_val #>> '{}');
+            ELSIF jsonb_typeof(v_val) = 'string' THEN
+                v_where := v_where || format(
+                    ' AND CASE WHEN jsonb_typeof(%1$s) = ''string'' THEN (%1$s #>> ''{}'') COLLATE "C" %2$s %3$L ELSE false END',
+                    v_expr, v_sqlop, v_val #>> '{}');
+            ELSE
+                PERFORM memstate._fail('MSV01', format('$%s compares numbers or strings, not %s', v_op, v_val));
+            END IF;
+        ELSE
+            PERFORM memstate._fail('MSV01', format('unknown filter operator %L', v_op));
+        END IF;
+    END LOOP;
+    IF p_omit_expired THEN
+        v_where := v_where || ' AND NOT (f.payload ? ''ttl'' AND EXISTS (SELECT 1 FROM memstate.lg_ttl t'
+                           || ' WHERE t.fact_id = f.fact_id AND t.expires_at <= now()))';
+    END IF;
+
+    IF p_query IS NULL THEN
+        v_hits := format(
+            'SELECT f.fact_id, f.payload, f.created_at, f.updated_at, NULL::float8 AS score '
+            'FROM memstate.facts f WHERE f.namespace = $1 AND f.type = $2 AND f.payload @> $3 %s '
+            'ORDER BY f.updated_at DESC, f.fact_id LIMIT $4 OFFSET $5', v_where);
+    ELSE
+        SELECT m.dim, m.index_name INTO v_dim, v_index FROM memstate.embedding_models m WHERE m.model = p_model;
+        IF NOT FOUND THEN
+            PERFORM memstate._fail('MSV01', format('unknown embedding model %L', p_model));
+        END IF;
+        IF vector_dims(p_query) <> v_dim THEN
+            PERFORM memstate._fail('MSV01', format('query has %s dimensions, model %L has %s',
+                                                   vector_dims(p_query), p_model, v_dim));
+        END IF;
+        -- the expression of memstate.register_model's partial HNSW index, so it is used
+        v_dist := CASE WHEN v_index IS NULL THEN 'f.embedding <=> $6'
+                       WHEN v_dim <= 2000 THEN format('f.embedding::vector(%s) <=> $6::vector(%s)', v_dim, v_dim)
+                       ELSE format('f.embedding::halfvec(%s) <=> $6::halfvec(%s)', v_dim, v_dim) END;
+        v_hits := format(
+            'SELECT s.fact_id, s.payload, s.created_at, s.updated_at, 1 - s.distance AS score FROM ('
+            '  SELECT f.fact_id, f.payload, f.created_at, f.updated_at, %1$s AS distance '
+            '  FROM memstate.facts f '
+            '  WHERE f.namespace = $1 AND f.type = $2 AND f.embedding_model = %2$L AND f.payload @> $3 %3$s '
+            '  ORDER BY %1$s LIMIT $4 + $5) s '
+            'ORDER BY s.distance, s.fact_id LIMIT $4 OFFSET $5', v_dist, p_model, v_where);
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'WITH hits AS MATERIALIZED (%s), touched AS ('
+        '  UPDATE memstate.lg_ttl t SET expires_at = now() + t.ttl_minutes * interval ''1 minute'' '
+        '  FROM hits h WHERE $7 AND t.fact_id = h.fact_id AND h.payload ? ''ttl'') '
+        'SELECT h.fact_id, h.payload, h.created_at, h.updated_at, h.score FROM hits h', v_hits)
+    USING p_namespace, p_type, v_contains, p_limit, p_offset, p_query, coalesce(p_refresh, false);
+END $$;
+
+-- The distinct LangGraph namespaces of the live items, sorted (code-point order), each
+-- cut to `p_max_depth` labels. `p_prefix` / `p_suffix`: JSON arrays of labels, where "*"
+-- matches any one label.
+CREATE OR REPLACE FUNCTION memstate.lg_list_namespaces(
+    p_namespace text, p_type text, p_prefix jsonb, p_suffix jsonb, p_max_depth int,
+    p_limit int, p_offset int, p_omit_expired boolean DEFAULT false)
+RETURNS TABLE (ns text[])
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT CASE WHEN p_max_depth IS NULL THEN i.ns ELSE i.ns[1:p_max_depth] END COLLATE "C" AS ns
+    FROM (SELECT ARRAY(SELECT jsonb_array_elements_text(f.payload -> 'ns')) AS ns
+          FROM memstate.facts f
+          WHERE f.namespace = p_namespace AND f.type = p_type
+            AND NOT (p_omit_expired AND f.payload ? 'ttl' AND EXISTS (
+                SELECT 1 FROM memstate.lg_ttl t WHERE t.fact_id = f.fact_id AND t.expires_at <= now()))) i
+    WHERE cardinality(i.ns) >= coalesce(jsonb_array_length(p_prefix), 0)
+      AND cardinality(i.ns) >= coalesce(jsonb_array_length(p_suffix), 0)
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_prefix, '[]')) WITH ORDINALITY p(label, n)
+                      WHERE p.label <> '*' AND i.ns[p.n] IS DISTINCT FROM p.label)
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_suffix, '[]')) WITH ORDINALITY s(label, n)
+                      WHERE s.label <> '*'
+                        AND i.ns[cardinality(i.ns) - jsonb_array_length(p_suffix) + s.n] IS DISTINCT FROM s.label)
+    ORDER BY 1
+    LIMIT p_limit OFFSET p_offset
+$$;
+
+-- Live items whose TTL ran out: what MemStateStore.sweep_ttl deletes (through MemoryStore,
+-- so each deletion is a versioned, undoable commit). Locks their clocks until the caller's
+-- transaction ends, so a concurrent read cannot refresh an item being swept.
+CREATE OR REPLACE FUNCTION memstate.lg_expired(p_namespace text, p_type text, p_limit int DEFAULT 1000)
+RETURNS TABLE (fact_id uuid, version int)
+LANGUAGE sql VOLATILE AS $$
+    SELECT f.fact_id, f.version
+    FROM memstate.lg_ttl t JOIN memstate.facts f ON f.fact_id = t.fact_id
+    WHERE t.expires_at <= now() AND f.namespace = p_namespace AND f.type = p_type AND f.payload ? 'ttl'
+    ORDER BY t.expires_at
+    LIMIT p_limit
+    FOR UPDATE OF t SKIP LOCKED
+$$;
+
+-- Clocks of items that are gone or were re-put without a TTL.
+CREATE OR REPLACE FUNCTION memstate.lg_collect_ttl()
+RETURNS bigint LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM memstate.lg_ttl t
+        WHERE NOT EXISTS (SELECT 1 FROM memstate.facts f WHERE f.fact_id = t.fact_id AND f.payload ? 'ttl')
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
