@@ -294,14 +294,17 @@ class StoreCore:
             return []
         ns = self._ns(namespace, facts[0])
         prepared = []
+        own = [f.embedding is not None for f in facts]
+        if any(own) and not all(own):
+            raise ValidationFailed("commit_many(): give a vector for every fact or for none")
         for fact in facts:
             if self._ns(namespace, fact) != ns:
                 raise ValidationFailed("commit_many() writes one namespace at a time")
             ftype = yield from self._op_type(fact.type)
-            if fact.embedding is not None:
-                raise ValidationFailed("commit_many() embeds itself; use commit() for your own vectors")
             prepared.append((fact, ftype, *self._prepare_write(ftype, fact.payload, fact.content)))
-        vectors, model, dim = yield from self._op_vectors([p[3] for p in prepared])
+        given = [f.embedding for f in facts] if all(own) else None
+        vectors, model, dim = yield from self._op_vectors([p[3] for p in prepared], given,
+                                                          facts[0].embedding_model)
         yield from self._op_model(model, dim)
         yield Begin()
         opened = yield Exec(Q("open_commit"), {"namespace": ns, "session_id": session_id, "actor": actor,

@@ -1,0 +1,1 @@
+"""memstate-pg benchmarks (run one with `python -m benchmarks.<name>`)."""
