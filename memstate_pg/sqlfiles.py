@@ -7,6 +7,11 @@ from pathlib import Path
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
+# What the alembic revisions apply, in order: for installing without alembic,
+#   psql "$DSN" -v ON_ERROR_STOP=1 -f sql/schema.sql -f sql/functions.sql -f …
+# (tests/test_migrations.py checks that this list builds the same schema as alembic).
+INSTALL_ORDER = ("schema.sql", "functions.sql", "langgraph.sql")
+
 
 @cache
 def read_sql(name: str) -> str:

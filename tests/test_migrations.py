@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from memstate_pg import Fact, MemoryStore, migrations
+from memstate_pg.sqlfiles import INSTALL_ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def test_downgrade_removes_only_ours(empty_dsn: str):
 def test_plain_sql_files_give_the_same_schema(empty_dsn: str, dsn: str):
     """sql/*.sql applied with psql-like execution equals what alembic built."""
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        for name in ("schema.sql", "functions.sql"):
+        for name in INSTALL_ORDER:
             conn.execute((ROOT / "sql" / name).read_text())
 
     def shape(d):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from types import ModuleType
@@ -174,6 +175,9 @@ def _is_row(obj: object) -> bool:
     )
 
 
+_FLOAT_ONLY = {float}
+
+
 def check_vectors(vectors: Any, dim: int, *, count: int | None = None) -> None:
     """Refuse anything pgvector would reject or store as garbage.
 
@@ -190,6 +194,16 @@ def check_vectors(vectors: Any, dim: int, *, count: int | None = None) -> None:
     if count is not None and len(vectors) != count:
         raise _refuse(f"expected {count} vectors, got {len(vectors)}")
     for i, vector in enumerate(vectors):
+        # fast path, C loops only: a list of Python floats, all finite, within float4
+        if (
+            type(vector) is list
+            and len(vector) == dim
+            and set(map(type, vector)) == _FLOAT_ONLY
+            and math.isfinite(sum(vector))
+            and -_F32_MAX <= min(vector)
+            and max(vector) <= _F32_MAX
+        ):
+            continue
         if not _is_row(vector):
             raise _refuse(
                 f"vector {i} must be a sequence of numbers, got {type(vector).__name__}", index=i
