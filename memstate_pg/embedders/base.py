@@ -200,7 +200,7 @@ def check_vectors(vectors: Any, dim: int, *, count: int | None = None) -> None:
             and len(vector) == dim
             and set(map(type, vector)) == _FLOAT_ONLY
             and math.isfinite(sum(vector))
-            and -_F32_MAX <= min(vector)
+            and min(vector) >= -_F32_MAX
             and max(vector) <= _F32_MAX
         ):
             continue
