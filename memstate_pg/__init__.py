@@ -14,12 +14,15 @@ from .errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from .mirrors import ChromaMirror, Mirror, QdrantMirror
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
 from .store import MemoryStore, Transaction
+from .sync import SyncWorker
 
 __all__ = [
     "AsyncMemoryStore",
     "AsyncTransaction",
+    "ChromaMirror",
     "ConflictError",
     "Constraint",
     "Fact",
@@ -28,11 +31,14 @@ __all__ = [
     "Hit",
     "MemStateError",
     "MemoryStore",
+    "Mirror",
     "MirrorError",
     "MirrorStatus",
     "NotFound",
     "PermissionDenied",
+    "QdrantMirror",
     "ReconcileReport",
+    "SyncWorker",
     "Transaction",
     "ValidationFailed",
 ]

@@ -21,9 +21,10 @@ from . import migrations
 from .core import Begin, Embed, ExecMany, Op, StoreCore, translate
 from .embedders import Embedder, aembed
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+from .sync.mirrors_api import AsyncMirrorsMixin
 
 
-class AsyncMemoryStore(StoreCore):
+class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
     """Transactional memory in PostgreSQL, for asyncio.
 
     Create with `await AsyncMemoryStore.open(dsn)` (or construct and `await store.open_pool()`),

@@ -94,7 +94,9 @@ def story(mem: MemoryStore, console: Console) -> dict:
 
 
 def run(mem: MemoryStore, console: Console | None = None, *, mirrors: bool = True) -> None:
-    console = console or Console()
+    if console is None:
+        console = Console()
+        console.width = max(console.width, 120)  # the drift table has ten columns
     console.rule("[bold]memstate-pg demo: facts and embeddings in one Postgres transaction")
     story(mem, console)
     if mirrors:

@@ -21,9 +21,10 @@ from . import migrations
 from .core import Begin, Embed, Exec, ExecMany, Op, StoreCore, translate
 from .embedders import Embedder
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+from .sync.mirrors_api import MirrorsMixin
 
 
-class MemoryStore(StoreCore):
+class MemoryStore(MirrorsMixin, StoreCore):
     """Transactional memory in PostgreSQL.
 
     `MemoryStore("postgresql://…")` owns a connection pool (closed by `close()` or `with`);
