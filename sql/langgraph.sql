@@ -227,14 +227,14 @@ CREATE TABLE IF NOT EXISTS memstate.lg_ttl (
 );
 CREATE INDEX IF NOT EXISTS lg_ttl_expires_at ON memstate.lg_ttl (expires_at);
 
--- Items by exact key (p_keys are ns_key values).
+-- Items by exact key (ns_key values); the TTL clocks of those in p_refresh_keys restart.
 CREATE OR REPLACE FUNCTION memstate.lg_get(
-    p_namespace text, p_type text, p_keys text[], p_refresh boolean DEFAULT false,
+    p_namespace text, p_type text, p_keys text[], p_refresh_keys text[] DEFAULT '{}',
     p_omit_expired boolean DEFAULT false)
-RETURNS TABLE (fact_id uuid, payload jsonb, created_at timestamptz, updated_at timestamptz)
+RETURNS TABLE (fact_id uuid, version int, payload jsonb, created_at timestamptz, updated_at timestamptz)
 LANGUAGE sql VOLATILE AS $$
     WITH hits AS (
-        SELECT f.fact_id, f.payload, f.created_at, f.updated_at
+        SELECT f.fact_id, f.version, f.singleton_value, f.payload, f.created_at, f.updated_at
         FROM memstate.facts f
         WHERE f.namespace = p_namespace AND f.type = p_type AND f.singleton_value = ANY (p_keys)
           AND NOT (p_omit_expired AND f.payload ? 'ttl' AND EXISTS (
@@ -242,9 +242,9 @@ LANGUAGE sql VOLATILE AS $$
     ), touched AS (
         UPDATE memstate.lg_ttl t SET expires_at = now() + t.ttl_minutes * interval '1 minute'
         FROM hits h
-        WHERE p_refresh AND t.fact_id = h.fact_id AND h.payload ? 'ttl'
+        WHERE t.fact_id = h.fact_id AND h.payload ? 'ttl' AND h.singleton_value = ANY (p_refresh_keys)
     )
-    SELECT h.fact_id, h.payload, h.created_at, h.updated_at FROM hits h
+    SELECT h.fact_id, h.version, h.payload, h.created_at, h.updated_at FROM hits h
 $$;
 
 -- Items under a namespace prefix (p_prefix: labels joined by '.', NULL: all), matching

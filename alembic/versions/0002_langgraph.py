@@ -24,7 +24,7 @@ _FUNCTIONS = (
     "lg_copy_thread(text, text)",
     "lg_delete_for_runs(text[])",
     "lg_prune(text[], text)",
-    "lg_get(text, text, text[], boolean, boolean)",
+    "lg_get(text, text, text[], text[], boolean)",
     "lg_search(text, text, text, jsonb, jsonb, int, int, vector, text, boolean, boolean)",
     "lg_list_namespaces(text, text, jsonb, jsonb, int, int, int, boolean)",
     "lg_expired(text, text, int)",

@@ -1,0 +1,117 @@
+"""`python -m benchmarks` (also `make bench`): every benchmark, one server, one report.
+
+Runs the workloads of benchmarks/workloads on one PostgreSQL server ($MEMSTATE_DSN, else an
+embedded server started for the run), prints a table per benchmark (median, p95, min–max,
+ratio to the baseline measured in the same run), writes JSON and a PNG chart under
+benchmarks/results/, and regenerates the README block between the bench markers.
+
+    python -m benchmarks                 # full sizes (10k and 100k facts; ~15-25 min on 2 cores)
+    python -m benchmarks --quick         # tiny sizes, one run: a smoke test, not a measurement
+    python -m benchmarks --only search,filtered --large 50000 --runs 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks import harness
+from benchmarks.context import BenchContext, Sizes, server_info
+from benchmarks.workloads import WORKLOADS, runner
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and one run (smoke test)")
+    ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
+    ap.add_argument("--skip", help="comma-separated workloads to leave out")
+    ap.add_argument("--out", type=Path, default=harness.RESULTS_DIR, help="results directory")
+    ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parent.parent / "README.md",
+                    help="README whose bench block to regenerate")
+    ap.add_argument("--no-readme", action="store_true", help="do not touch the README")
+    ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    for f in dataclasses.fields(Sizes):
+        if f.type in ("int", "float"):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float,
+                            help=f"default {f.default} ({Sizes.quick().__dict__[f.name]} with --quick)")
+    ap.add_argument("--ef-search", help="comma-separated hnsw.ef_search values to sweep (default 40,100,200)")
+    return ap.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.quick() if args.quick else Sizes()
+    for f in dataclasses.fields(Sizes):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(sizes, f.name, value)
+    if args.ef_search:
+        sizes.ef_search = tuple(int(x) for x in args.ef_search.split(","))
+    return sizes
+
+
+def selected(args: argparse.Namespace) -> list[str]:
+    names = list(WORKLOADS)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+    skip = {n.strip() for n in (args.skip or "").split(",") if n.strip()}
+    unknown = [n for n in [*names, *skip] if n not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    return [n for n in names if n not in skip]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    console = Console(width=160)
+    sizes = sizes_from(args)
+    names = selected(args)
+    os.environ.setdefault("XDG_RUNTIME_DIR", "")  # embedded.start makes a private one if unset
+    iso, stamp = harness.now_stamp()
+    results: list[harness.BenchResult] = []
+    started = time.perf_counter()
+    with BenchContext(sizes, args.quick, console) as ctx:
+        info = server_info(ctx.admin_dsn)
+        env = {"date": iso, "quick": args.quick, "dim": ctx.dim, **info, "machine": harness.machine_info(),
+               "git_commit": harness.git_commit(), "sizes": dataclasses.asdict(sizes),
+               "server": "MEMSTATE_DSN" if os.environ.get("MEMSTATE_DSN") else "embedded",
+               "packages": harness.package_versions(
+                   ["memstate-pg", "psycopg", "pgvector", "memstate", "langgraph-checkpoint-postgres",
+                    "chromadb", "qdrant-client", "numpy", "matplotlib"])}
+        console.print(f"PostgreSQL {info['postgresql']}, pgvector {info['pgvector']}, {ctx.dim}-d, "
+                      f"{env['machine']['cores']} cores; workloads: {', '.join(names)}"
+                      f"{' (quick mode)' if args.quick else ''}")
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                got = runner(name)(ctx)
+            except Exception as exc:  # noqa: BLE001 - one broken workload must not sink the run
+                traceback.print_exc()
+                got = [harness.BenchResult(name, name, "", True, "", skipped=f"failed: {exc!r}")]
+            for r in got:
+                r.params.setdefault("seconds", round(time.perf_counter() - t0, 1))
+                harness.print_result(console, r)
+            results += got
+    env["total_seconds"] = round(time.perf_counter() - started, 1)
+    report = harness.report_dict(results, env)
+    paths = harness.write_json(report, args.out, stamp)
+    if not args.no_chart:
+        paths += harness.write_chart(results, args.out, stamp, env)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+    if not args.no_readme and not args.quick:
+        block = harness.markdown(results, env)
+        if harness.update_readme(args.readme, block):
+            console.print(f"updated the bench block of {args.readme}")
+        else:
+            console.print(f"{args.readme} has no {harness.README_START} … {harness.README_END} markers: left alone")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,21 @@
+"""The systems we compare with, each behind a small adapter with the same few methods.
+
+Peers whose packages are missing (the `bench` extra is not installed) raise
+`PeerUnavailable` on construction; workloads then skip them with a note.
+"""
+
+from __future__ import annotations
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer's package is not installed (or cannot run here)."""
+
+
+def require(module: str, extra: str = "bench"):
+    """Import `module` or raise PeerUnavailable naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise PeerUnavailable(f"{module} is not installed (pip install -e '.[{extra}]')") from exc

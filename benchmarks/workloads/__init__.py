@@ -1,0 +1,24 @@
+"""The workloads of `python -m benchmarks`, by name, in run order.
+
+Each is a module with ``run(ctx: BenchContext) -> list[BenchResult]``, imported only when
+it runs. Order matters a little: the read-only workloads share the bulk-loaded datasets,
+and the ones that write (mixed) get their own databases.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+WORKLOADS: dict[str, str] = {
+    "commits": "benchmarks.workloads.commits",
+    "search": "benchmarks.workloads.search",
+    "filtered": "benchmarks.workloads.filtered",
+    "mixed": "benchmarks.workloads.mixed",
+    "sync": "benchmarks.workloads.sync",
+    "reconcile": "benchmarks.workloads.reconcile",
+}
+
+
+def runner(name: str) -> Callable:
+    return importlib.import_module(WORKLOADS[name]).run

@@ -1,0 +1,123 @@
+"""Filtered search: top-10 with a payload filter that matches 1% of the facts.
+
+Every fact has ``payload.bucket = i % 100``; query j filters on bucket j % 100. On the
+large dataset (both vector kinds) we measure the plans a user could get:
+  * baseline: raw SQL as written (``payload @> filter`` + ORDER BY distance), the planner's
+    choice; with a prepared statement (psycopg prepares after 5 runs) the generic plan
+    puts the filter on top of an HNSW scan: fast, but it returns < 10 rows;
+  * raw SQL with HNSW scans disabled: a sequential scan + sort, what you get without
+    a usable index;
+  * raw SQL, HNSW + ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8): full recall,
+    but it walks many tuples when the filter is selective;
+  * raw SQL, pre-filter: candidates from the GIN index in a MATERIALIZED CTE, exact sort;
+  * `MemoryStore.search(filters=…)` as shipped (memstate.search: iterative HNSW scan);
+  * the same call routed to the prototype in proto_search.sql (probe the candidate count;
+    exact pre-filtered path under a cap, iterative HNSW above it), proposed for
+    sql/functions.sql.
+Recall is tie-aware against exact search over the facts that match the filter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from benchmarks import data
+from benchmarks.context import BenchContext
+from benchmarks.harness import BenchResult
+from benchmarks.peers.raw_pg import RawSearch
+from benchmarks.workloads.search import K, measure, store_for
+
+PROTO_SQL = Path(__file__).with_name("proto_search.sql")
+
+PREFILTER_SQL = (
+    "WITH c AS MATERIALIZED (SELECT fact_id, payload, content, {expr} AS distance FROM memstate.facts "
+    "WHERE embedding_model = %(model)s AND namespace = %(ns)s AND payload @> %(filter)s::jsonb) "
+    "SELECT fact_id, 1 - distance AS score, payload, content FROM c ORDER BY distance LIMIT %(k)s")
+
+
+def run(ctx: BenchContext) -> list[BenchResult]:
+    size = ctx.sizes.large or ctx.sizes.small
+    return [run_one(ctx, kind, size) for kind in ("hashing", "random")]
+
+
+@contextmanager
+def proto_search(dsn: str) -> Iterator[None]:
+    """Install bench_proto.search and route the store's named query "search" to it."""
+    from memstate_pg import queries
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(PROTO_SQL.read_text())
+    original = queries.get("search")
+    patched = original.replace("memstate.search(", "bench_proto.search(")
+    real_get = queries.get
+
+    def get(name: str) -> str:
+        return patched if name == "search" else real_get(name)
+
+    import memstate_pg.core as core
+
+    core.Q = get
+    try:
+        yield
+    finally:
+        core.Q = real_get
+
+
+def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
+    dsn, ds = ctx.dataset(kind, size)
+    _, qvecs = data.query_vectors(ds, ctx.sizes.queries)
+    qlits = [data.vector_literal(v) for v in qvecs]
+    buckets = [j % data.FILTER_BUCKETS for j in range(len(qvecs))]
+    filters = [json.dumps({"bucket": b}) for b in buckets]
+    masks = [ds.buckets == b for b in buckets]
+    res = BenchResult(f"filtered_{kind}_{size}", f"Filtered search top-{K} (1% payload filter), {size:,} facts, "
+                      f"{kind} vectors", "ms", False, "per query",
+                      params={"facts": size, "dim": ds.dim, "k": K, "selectivity": 1 / data.FILTER_BUCKETS,
+                              "queries": len(qvecs), "runs": ctx.sizes.runs})
+    ctx.log(f"filtered search: {size:,} {kind}")
+
+    def add(label: str, call, baseline: bool = False, note: str = "") -> None:
+        measure(ctx, res, label, ds, qvecs, call, baseline=baseline, masks=masks, note=note)
+
+    variants = [
+        ("raw SQL, planner's choice (prepared)", {}, True, "generic plan: filter on top of HNSW"),
+        ("raw SQL, no HNSW (seq scan + sort)", {"enable_indexscan": "off", "enable_bitmapscan": "off"}, False, ""),
+        ("raw SQL, HNSW + iterative_scan=relaxed_order", {"enable_bitmapscan": "off", "enable_seqscan": "off",
+                                                          "hnsw.iterative_scan": "relaxed_order"}, False, ""),
+    ]
+    for label, settings, baseline, note in variants:
+        raw = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace, settings=settings,
+                        with_filter=True)
+        try:
+            add(label, lambda i, r=raw: r.search(qlits[i], K, filters[i]), baseline, note)
+        finally:
+            raw.close()
+    pre = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace)
+    pre.sql = PREFILTER_SQL.format(expr=f"embedding::vector({ds.dim}) <=> %(q)s::vector({ds.dim})")
+    try:
+        add("raw SQL, GIN pre-filter in a MATERIALIZED CTE + exact sort",
+            lambda i: pre.search(qlits[i], K, filters[i]))
+    finally:
+        pre.close()
+    with store_for(dsn, ds) as mem:
+        add("MemoryStore.search(filters=…) as shipped",
+            lambda i: [str(h.fact.id) for h in mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
+                                                          filters={"bucket": buckets[i]})])
+        with proto_search(dsn):
+            add("MemoryStore.search(filters=…) with proposed memstate.search",
+                lambda i: [str(h.fact.id) for h in mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
+                                                              filters={"bucket": buckets[i]})],
+                note="prototype: benchmarks/workloads/proto_search.sql")
+    for label in ("MemoryStore.search(filters=…) as shipped",
+                  "MemoryStore.search(filters=…) with proposed memstate.search"):
+        s = res.series_by(label)
+        if s:
+            p50, rec = s.summary()["median"], s.extra["recall_tie"]
+            res.target(f"{label}: p50 ms at {size:,}", p50, "< 10 ms", p50 < 10)
+            res.target(f"{label}: recall@10", rec, ">= 0.95", rec >= 0.95)
+    return res

@@ -1,0 +1,256 @@
+"""Row Level Security by namespace, least-privilege roles, and namespace grants.
+
+The SQL is in sql/rls.sql, sql/unrls.sql and sql/roles.sql (re-runnable); this module runs
+it and manages ``memstate.namespace_grants``. Everything here is an administrator's action:
+it needs the owner of schema ``memstate`` (the role that runs migrations), and CREATEROLE
+for :func:`create_roles`. See SECURITY.md for the model.
+
+Patterns are globs: ``*`` matches any run of characters, every other character (``%`` and
+``_`` included) matches itself, ``\\*`` is a literal star and ``\\\\`` a literal backslash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .core import translate
+from .errors import MemStateError, NotFound, ValidationFailed
+from .sqlfiles import read_sql
+from .types import check_name
+
+__all__ = [
+    "GROUP_ROLES",
+    "Grant",
+    "RoleInfo",
+    "create_login",
+    "create_roles",
+    "drop_login",
+    "disable_rls",
+    "enable_rls",
+    "grant",
+    "list_grants",
+    "list_roles",
+    "revoke",
+    "rls_status",
+]
+
+#: The NOLOGIN group roles of sql/roles.sql.
+GROUP_ROLES = ("memstate_app", "memstate_reader", "memstate_sync")
+
+#: The tables sql/rls.sql puts under Row Level Security (lg_ttl only when installed).
+RLS_TABLES = ("facts", "fact_versions", "commits", "outbox", "mirrors", "lg_ttl")
+
+PATTERN_LIMIT = 200
+
+Target = str | psycopg.Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One row of memstate.namespace_grants."""
+
+    role: str
+    pattern: str
+    granted_at: datetime
+    granted_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoleInfo:
+    """A memstate group role, whether it exists, and the roles that are members of it."""
+
+    role: str
+    exists: bool
+    members: tuple[str, ...]
+
+
+@contextlib.contextmanager
+def _transaction(target: Target) -> Iterator[psycopg.Connection]:
+    """One transaction on a DSN (own connection) or on the caller's connection. Database
+    errors come out as MemStateError subclasses, like the store's."""
+    try:
+        if isinstance(target, psycopg.Connection):
+            with target.transaction():
+                yield target
+        else:
+            with psycopg.connect(target) as conn, conn.transaction():
+                yield conn
+    except psycopg.Error as exc:
+        err = translate(exc)
+        if err is exc:
+            raise MemStateError(f"{type(exc).__name__}: {exc}") from exc
+        raise err from exc
+
+
+def _run_file(target: Target, name: str) -> None:
+    with _transaction(target) as conn:
+        conn.execute(read_sql(name))
+
+
+def enable_rls(target: Target, *, force: bool = False) -> None:
+    """Install and switch on namespace RLS (sql/rls.sql; idempotent). With `force`, the
+    tables' owner is bound by the policies too (FORCE ROW LEVEL SECURITY) and then needs
+    grants of its own; superusers and BYPASSRLS roles are never bound."""
+    with _transaction(target) as conn:
+        conn.execute(read_sql("rls.sql"))
+        verb = "FORCE" if force else "NO FORCE"
+        for table in _present(conn, RLS_TABLES):
+            conn.execute(f"ALTER TABLE memstate.{table} {verb} ROW LEVEL SECURITY")
+
+
+def disable_rls(target: Target) -> None:
+    """Switch namespace RLS off (sql/unrls.sql). Grants are kept for a later enable_rls."""
+    _run_file(target, "unrls.sql")
+
+
+def rls_status(target: Target) -> dict[str, str]:
+    """Per memstate table under RLS: "off", "on" or "forced"."""
+    with _transaction(target) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'memstate' AND c.relname = ANY (%s)", [list(RLS_TABLES)]).fetchall()
+    return {name: ("forced" if forced else "on") if on else "off" for name, on, forced in rows}
+
+
+def create_roles(target: Target) -> list[str]:
+    """Create the group roles if missing and (re)grant their privileges (sql/roles.sql).
+    Returns the roles that did not exist before."""
+    with _transaction(target) as conn:
+        before = _existing_roles(conn, GROUP_ROLES)
+        conn.execute(read_sql("roles.sql"))
+    return [r for r in GROUP_ROLES if r not in before]
+
+
+def list_roles(target: Target) -> list[RoleInfo]:
+    """The group roles, whether each exists, and their members."""
+    with _transaction(target) as conn:
+        rows = conn.execute(
+            "SELECT g.rolname, array_remove(array_agg(m.rolname ORDER BY m.rolname), NULL) "
+            "FROM pg_roles g LEFT JOIN pg_auth_members a ON a.roleid = g.oid "
+            "LEFT JOIN pg_roles m ON m.oid = a.member "
+            "WHERE g.rolname = ANY (%s) GROUP BY g.rolname", [list(GROUP_ROLES)]).fetchall()
+    found = {name: tuple(members) for name, members in rows}
+    return [RoleInfo(r, r in found, found.get(r, ())) for r in GROUP_ROLES]
+
+
+def create_login(target: Target, name: str, group: str, *, password: str | None = None) -> None:
+    """``CREATE ROLE name LOGIN [PASSWORD …] IN ROLE group``: a login for one agent, tenant
+    or worker in one of the GROUP_ROLES. Its namespaces come from grant()."""
+    check_name("role", name, limit=63)
+    if group not in GROUP_ROLES:
+        raise ValidationFailed(f"group must be one of {', '.join(GROUP_ROLES)}, not {group!r}")
+    if password is not None:
+        check_name("password", password, limit=1000)
+    from psycopg import sql
+
+    with _transaction(target) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN {} IN ROLE {}").format(
+            sql.Identifier(name),
+            sql.SQL("PASSWORD {}").format(sql.Literal(password)) if password is not None else sql.SQL(""),
+            sql.Identifier(group)))
+
+
+def drop_login(target: Target, name: str) -> None:
+    """Drop a login role made by create_login: its sessions are ended and its grants in this
+    database removed (grants in other databases stay until revoked there). Refuses to drop
+    a group role."""
+    check_name("role", name, limit=63)
+    if name in GROUP_ROLES:
+        raise ValidationFailed(f"{name!r} is a group role, not a login")
+    from psycopg import sql
+
+    with _transaction(target) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name])
+        if conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0] is not None:
+            conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s", [name])
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def check_pattern(pattern: object) -> str:
+    """A namespace glob: 1 to 200 characters of valid text without NUL."""
+    check_name("pattern", pattern, limit=PATTERN_LIMIT)
+    return pattern  # type: ignore[return-value]
+
+
+def grant(target: Target, role: str, patterns: Iterable[str]) -> int:
+    """Let `role` (and the roles that inherit from it) touch the namespaces matching
+    `patterns`. Returns the number of grants added (existing ones are kept)."""
+    patterns = [check_pattern(p) for p in _as_list(patterns)]
+    with _transaction(target) as conn:
+        _require_grants_table(conn)
+        _require_role(conn, role)
+        added = 0
+        for pattern in dict.fromkeys(patterns):
+            cur = conn.execute(
+                "INSERT INTO memstate.namespace_grants (role, pattern) VALUES (%s, %s) "
+                "ON CONFLICT (role, pattern) DO NOTHING", [role, pattern])
+            added += cur.rowcount
+    return added
+
+
+def revoke(target: Target, role: str, patterns: Iterable[str] | None = None) -> int:
+    """Remove grants of `role`: the given patterns, or all of them when `patterns` is None.
+    Returns the number removed. Takes effect for statements that start afterwards."""
+    check_name("role", role, limit=63)
+    with _transaction(target) as conn:
+        _require_grants_table(conn)
+        if patterns is None:
+            cur = conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s", [role])
+        else:
+            wanted = [check_pattern(p) for p in _as_list(patterns)]
+            cur = conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s AND pattern = ANY (%s)",
+                               [role, wanted])
+        return cur.rowcount
+
+
+def list_grants(target: Target, role: str | None = None) -> list[Grant]:
+    """The grants (of one role, or all), by role and pattern."""
+    with _transaction(target) as conn:
+        _require_grants_table(conn)
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT role::text AS role, pattern, granted_at, granted_by::text AS granted_by "
+                        "FROM memstate.namespace_grants WHERE %(role)s::text IS NULL OR role = %(role)s "
+                        "ORDER BY role, pattern", {"role": role})
+            return [Grant(**r) for r in cur.fetchall()]
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _as_list(patterns: Iterable[str]) -> list[str]:
+    if isinstance(patterns, str):
+        return [patterns]
+    found = list(patterns)
+    if not found:
+        raise ValidationFailed("give at least one namespace pattern")
+    return found
+
+
+def _present(conn: psycopg.Connection, tables: Iterable[str]) -> list[str]:
+    rows = conn.execute("SELECT t FROM unnest(%s::text[]) t WHERE to_regclass('memstate.' || quote_ident(t)) "
+                        "IS NOT NULL", [list(tables)]).fetchall()
+    return [r[0] for r in rows]
+
+
+def _existing_roles(conn: psycopg.Connection, roles: Iterable[str]) -> set[str]:
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [list(roles)]).fetchall()
+    return {r[0] for r in rows}
+
+
+def _require_role(conn: psycopg.Connection, role: str) -> None:
+    check_name("role", role, limit=63)
+    if not _existing_roles(conn, [role]):
+        raise NotFound(f"no database role {role!r}: CREATE ROLE it first (see sql/roles.sql)")
+
+
+def _require_grants_table(conn: psycopg.Connection) -> None:
+    if conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0] is None:
+        raise NotFound("memstate.namespace_grants does not exist: enable RLS first "
+                       "(memstate-pg migrate --rls, or memstate_pg.security.enable_rls)")

@@ -1,0 +1,28 @@
+"""Feeding mirrors from the transactional outbox: the sync worker, reconciliation, and the
+mirror registration API of the stores.
+
+* :class:`SyncWorker` (worker.py) claims outbox rows (``FOR UPDATE SKIP LOCKED`` plus a
+  per-fact advisory lock), coalesces them per fact, writes the mirrors and acknowledges.
+* :func:`reconcile` (reconcile.py) compares a mirror with Postgres by (fact_id, version)
+  in bounded memory and repairs drift.
+* :class:`MirrorsMixin` / :class:`AsyncMirrorsMixin` (mirrors_api.py) give the stores
+  ``add_mirror``, ``remove_mirror``, ``mirror``, ``mirrors``, ``reconcile``, ``requeue``.
+
+The SQL lives in sql/sync_queries.sql; the outbox rows are written by the trigger
+``memstate._enqueue_versions`` of sql/functions.sql.
+"""
+
+from .mirrors_api import AsyncMirrorsMixin, MirrorsMixin
+from .reconcile import reconcile
+from .specs import mirror_from_options, parse_mirror_spec
+from .worker import BatchStats, SyncWorker
+
+__all__ = [
+    "AsyncMirrorsMixin",
+    "BatchStats",
+    "MirrorsMixin",
+    "SyncWorker",
+    "mirror_from_options",
+    "parse_mirror_spec",
+    "reconcile",
+]

@@ -1,0 +1,214 @@
+"""Reconciliation: compare a mirror with Postgres by (fact_id, version), and repair drift.
+
+Two passes, each over pages of `page_size` ids, so memory stays O(page_size) whatever the
+number of facts (nothing is accumulated across pages but counters):
+
+1. **Postgres -> mirror.** Keyset pages (by fact_id) over the live facts in the mirror's
+   scope; ``mirror.versions(ids)`` tells which are *missing* (absent) or *stale* (another
+   version).
+2. **Mirror -> Postgres.** ``mirror.scan(page_size)`` pages over every point; ids that are
+   not live in Postgres, or live but outside the mirror's namespaces/types, are *ghosts*.
+
+Every difference is re-read from Postgres before it is counted, so a change that
+committed while the page was being compared (and that the worker is delivering) is not
+reported as drift. Differences still in flight at that moment are counted and repaired,
+which is harmless: repairs are idempotent.
+
+Repairs do not fight the sync worker: they go through the same per-fact advisory lock
+(try-lock: a fact a worker holds right now is left to it) and write the fact's *current*
+state, read under the lock, exactly like a worker batch. So a repair can never put an older
+version over a newer one.
+
+Deleting ghosts while scanning can make an offset-paged scan (Chroma) skip points that
+moved up; when a pass deleted anything, pass 2 runs again (up to 3 times), counting only
+ghosts it has not counted before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..errors import NotFound
+from ..mirrors.base import Mirror
+from ..models import ReconcileReport
+from . import outbox
+from .apply import changes_for, read_states, write_changes
+from .outbox import NIL_UUID, MirrorConfig, q
+
+__all__ = ["ConnectionFactory", "Progress", "reconcile", "repair_facts"]
+
+ConnectionFactory = Callable[[], contextlib.AbstractContextManager[psycopg.Connection]]
+Progress = Callable[[int, "int | None"], None]
+
+MAX_RESCANS = 3
+GHOST_MEMORY = 100_000  # ghost ids remembered to avoid double counts across rescans
+
+
+def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(q(name), params)
+        return cur.fetchall()
+
+
+def _as_uuid(value: str) -> UUID | None:
+    """The fact id a mirror id stands for; None unless it is a UUID in canonical form (the
+    only form the worker writes; anything else was put there by someone else)."""
+    try:
+        parsed = UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return parsed if str(parsed) == value else None
+
+
+def repair_facts(
+    conn: psycopg.Connection, config: MirrorConfig, mirror: Mirror, fact_ids: Sequence[UUID]
+) -> set[str]:
+    """Make the mirror hold the current state of `fact_ids` (upsert live facts in scope,
+    delete the others), under the worker's per-fact locks. Facts a worker holds right now
+    are skipped. Returns the ids the mirror acknowledged."""
+    if not fact_ids:
+        return set()
+    with conn.transaction():
+        locked = [r["fact_id"] for r in _rows(conn, "lock_facts", {"ids": list(fact_ids), "mirror": config.name})]
+        if not locked:
+            return set()
+        states = read_states(conn, locked)
+        outcome = write_changes(mirror, changes_for(config, locked, states))
+    return outcome.ok
+
+
+def reconcile(
+    connect: ConnectionFactory,
+    name: str,
+    mirror: Mirror,
+    *,
+    repair: bool = True,
+    page_size: int = 1000,
+    progress: Progress | None = None,
+) -> ReconcileReport:
+    """Compare mirror `name` with Postgres and (with `repair`) fix what differs.
+
+    `connect()` yields an *autocommit* psycopg connection (each repair is its own short
+    transaction). `progress(done, total)` is called after every page; `total` counts the
+    live facts in scope plus the mirror's points (None if the mirror cannot count). The
+    report is also stored in memstate.mirrors (last_reconciled_at, last_reconcile).
+    """
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    started = time.perf_counter()
+    report = ReconcileReport(mirror=name)
+    with connect() as conn:
+        config = outbox.load_config(conn, name)
+        if config is None:
+            raise NotFound(f"no mirror {name!r} in memstate.mirrors")
+        scope = config.scope_params()
+        total: int | None = _rows(conn, "scope_count", scope)[0]["n"]
+        try:
+            total = (total or 0) + mirror.count()
+        except Exception:
+            total = None
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done, total
+            done += n
+            if total is not None and done > total:
+                total = done
+            if progress is not None:
+                progress(done, total)
+
+        # Pass 1: every live fact in scope, against the mirror's versions.
+        start, exclude = NIL_UUID, None
+        while True:
+            rows = _rows(conn, "live_page", {**scope, "start": start, "exclude": exclude, "limit": page_size})
+            if not rows:
+                break
+            start = exclude = rows[-1]["fact_id"]
+            expected = {str(r["fact_id"]): r["version"] for r in rows}
+            held = mirror.versions(list(expected))
+            report.checked += len(rows)
+            differing = [UUID(fid) for fid, v in expected.items() if held.get(fid) != v]
+            if differing:
+                fresh = {r["fact_id"]: r for r in _rows(conn, "live_versions", {"ids": differing})}
+                drift: list[UUID] = []
+                for fid in differing:
+                    now = fresh.get(fid)
+                    if now is None or not config.in_scope(now["namespace"], now["type"]):
+                        continue  # deleted meanwhile: not the mirror's fault
+                    seen = held.get(str(fid))
+                    if seen is None:
+                        report.missing += 1
+                    elif seen != now["version"]:
+                        report.stale += 1
+                    else:
+                        continue  # the worker delivered it meanwhile
+                    drift.append(fid)
+                if repair:
+                    report.repaired += len(repair_facts(conn, config, mirror, drift))
+            tick(len(rows))
+            if len(rows) < page_size:
+                break
+
+        # Pass 2: every point of the mirror, against Postgres.
+        counted: dict[str, bool] = {}  # ghost id -> repaired (bounded by GHOST_MEMORY)
+        for _ in range(MAX_RESCANS):
+            deleted = 0
+            for page in mirror.scan(page_size):
+                ghosts, foreign = _ghosts(conn, config, [fid for fid, _ in page])
+                found = [*ghosts, *foreign]
+                new = [g for g in found if g not in counted]
+                report.checked += len(new)
+                report.ghosts += len(new)
+                todo = [g for g in found if not counted.get(g)]
+                fixed: set[str] = set()
+                if repair and todo:
+                    fixed = repair_facts(conn, config, mirror, [UUID(g) for g in todo if g not in foreign])
+                    fixed |= _delete_foreign(mirror, [g for g in todo if g in foreign])
+                    report.repaired += len(fixed)
+                    deleted += len(fixed)
+                if len(counted) < GHOST_MEMORY:
+                    counted.update((g, g in fixed or counted.get(g, False)) for g in found)
+                tick(len(page))
+            if not deleted or len(counted) >= GHOST_MEMORY:
+                break
+            if total is not None:
+                with contextlib.suppress(Exception):
+                    total += mirror.count()
+
+        report.seconds = round(time.perf_counter() - started, 6)
+        conn.execute(q("save_reconcile"), {"name": name, "report": report.model_dump_json()})
+    return report
+
+
+def _ghosts(conn: psycopg.Connection, config: MirrorConfig, ids: list[str]) -> tuple[list[str], set[str]]:
+    """Split a page of mirror ids into ghosts with a UUID (not live, or out of scope) and
+    foreign ids that can never be a fact (not a UUID)."""
+    parsed = {fid: _as_uuid(fid) for fid in ids}
+    foreign = {fid for fid, u in parsed.items() if u is None}
+    wanted = [u for u in parsed.values() if u is not None]
+    live = {r["fact_id"]: r for r in _rows(conn, "live_versions", {"ids": wanted})} if wanted else {}
+    ghosts = []
+    for fid, u in parsed.items():
+        if u is None:
+            continue
+        row = live.get(u)
+        if row is None or not config.in_scope(row["namespace"], row["type"]):
+            ghosts.append(fid)
+    return ghosts, foreign
+
+
+def _delete_foreign(mirror: Mirror, ids: list[str]) -> set[str]:
+    """Delete points whose id is not a fact id (planted by another tool). Best effort."""
+    fixed = set()
+    for fid in ids:
+        with contextlib.suppress(Exception):
+            mirror.delete([fid])
+            fixed.add(fid)
+    return fixed

@@ -1,0 +1,472 @@
+"""SyncWorker: feeds mirrors from the transactional outbox.
+
+One *batch* is one Postgres transaction on one mirror (see sql/sync_queries.sql):
+
+1. claim the oldest ready rows ``FOR UPDATE SKIP LOCKED`` and try-lock each of their facts
+   (``pg_try_advisory_xact_lock``); rows of a fact another worker holds are left alone;
+2. read the *current* state of the locked facts (after the locks are held), so ten changes
+   of one fact become one write of its latest version, and a fact that is gone becomes a
+   delete;
+3. write the mirror in its native batch size (bisecting a failed chunk, see apply.py);
+4. delete the rows the mirror acknowledged, back off the others (exponential, with jitter;
+   dead after ``max_attempts``), advance ``last_synced_seq``; COMMIT.
+
+Every step before COMMIT can die (SIGKILL, a lost connection): the transaction aborts, the
+locks vanish, the rows are claimable again, and re-sending the current state is
+idempotent. Any number of workers, in threads or processes, can run side by side.
+
+``run_forever`` LISTENs on channel ``memstate_outbox`` (the outbox trigger NOTIFYs it once
+per writing statement) on a dedicated autocommit connection and falls back to polling every
+``poll_interval`` seconds, so a lost notification costs latency, never data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..errors import NotFound
+from ..mirrors.base import Mirror
+from . import outbox
+from .apply import changes_for, read_states, write_changes
+from .outbox import MirrorConfig
+
+__all__ = ["BatchStats", "SyncWorker"]
+
+log = logging.getLogger("memstate_pg.sync")
+
+CHANNEL = "memstate_outbox"
+DEFAULT_BATCH = 500  # when neither batch_size nor a mirror limit below it is given
+CONFIG_TTL = 2.0  # seconds a mirror's registry row is cached
+BUSY_WAIT = 0.02  # pause when the only ready rows belong to facts another worker holds
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What one batch (or one cycle over all mirrors) did, in outbox rows."""
+
+    claimed: int = 0  # rows claimed and locked by this worker
+    acked: int = 0  # rows deleted after the mirror acknowledged
+    failed: int = 0  # rows backed off (dead ones included)
+    dead: int = 0  # rows parked as dead
+    busy: int = 0  # rows left alone: their fact is being written by another worker
+    full: bool = False  # a batch came back full: more is probably waiting
+
+    def add(self, other: BatchStats) -> None:
+        self.claimed += other.claimed
+        self.acked += other.acked
+        self.failed += other.failed
+        self.dead += other.dead
+        self.busy += other.busy
+        self.full = self.full or other.full
+
+
+class SyncWorker:
+    """Applies outbox rows to mirrors. See the module docstring for the protocol.
+
+    `mirrors`: a dict name -> Mirror; or names, looked up with ``store.mirror(name)``; or
+    None for ``store.mirrors()`` (else every enabled mirror of the registry that can be
+    rebuilt from its options). The worker opens its own small connection pool on
+    ``store.dsn`` (or `dsn`), so it never competes with the application for connections.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        mirrors: Mapping[str, Mirror] | Sequence[str] | None = None,
+        *,
+        batch_size: int | None = None,
+        max_attempts: int = 8,
+        backoff_base: float = 0.5,
+        backoff_max: float = 60.0,
+        poll_interval: float = 1.0,
+        reconcile_every: float | None = None,
+        worker_id: str | None = None,
+        dsn: str | None = None,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if backoff_base < 0 or backoff_max < 0:
+            raise ValueError("backoff_base and backoff_max must not be negative")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        if reconcile_every is not None and reconcile_every <= 0:
+            raise ValueError("reconcile_every must be positive")
+        self.store = store
+        self.dsn: str = dsn or store.dsn
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.poll_interval = poll_interval
+        self.reconcile_every = reconcile_every
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        self._mirror_spec = mirrors
+        self._mirrors: dict[str, Mirror] | None = None
+        self._pool: ConnectionPool | None = None
+        self._configs: dict[str, tuple[float, MirrorConfig]] = {}
+        self._paused: dict[str, float] = {}  # mirror -> monotonic time it may be tried again
+        self._next_reconcile: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._closed = False
+
+    # -- setup ----------------------------------------------------------------------------
+
+    @property
+    def mirrors(self) -> dict[str, Mirror]:
+        """The mirrors this worker feeds, by registered name."""
+        if self._mirrors is None:
+            self._mirrors = self._resolve_mirrors()
+        return self._mirrors
+
+    def _resolve_mirrors(self) -> dict[str, Mirror]:
+        spec = self._mirror_spec
+        if isinstance(spec, Mapping):
+            found = dict(spec)
+        else:
+            if spec is None:
+                own = store_mirrors(self.store)
+                if own:
+                    return own
+                with self._connection() as conn:
+                    names = [n for n, c in outbox.load_configs(conn).items() if c.enabled]
+            else:
+                names = [spec] if isinstance(spec, str) else list(spec)
+            found = {name: lookup_mirror(self.store, name) for name in names}
+        if not found:
+            raise ValueError("no mirrors to sync: register one with add_mirror() or pass mirrors=")
+        with self._connection() as conn:
+            registered = outbox.load_configs(conn)
+        unknown = sorted(set(found) - set(registered))
+        if unknown:
+            raise NotFound(f"mirror(s) {unknown} are not registered in memstate.mirrors: add_mirror() first")
+        return found
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        if self._closed:
+            raise RuntimeError("this SyncWorker is closed")
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.dsn,
+                min_size=1,
+                max_size=2,
+                kwargs={"autocommit": True, "application_name": self._app_name("batch")},
+                check=ConnectionPool.check_connection,
+                open=True,
+                name=f"memstate-sync-{self.worker_id}",
+            )
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _app_name(self, role: str) -> str:
+        """application_name of the worker's connections (visible in pg_stat_activity)."""
+        return f"memstate-sync {self.worker_id} {role}"[-63:]
+
+    def close(self) -> None:
+        """Close the worker's connections. A running `run_forever` is asked to stop first."""
+        self.stop()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if not self._closed:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def __enter__(self) -> SyncWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _config(self, conn: psycopg.Connection, name: str) -> MirrorConfig | None:
+        cached = self._configs.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < CONFIG_TTL:
+            return cached[1]
+        config = outbox.load_config(conn, name)
+        if config is None:
+            self._configs.pop(name, None)
+        else:
+            self._configs[name] = (now, config)
+        return config
+
+    def _limit(self, mirror: Mirror) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        try:
+            return max(1, min(int(mirror.max_batch_size), DEFAULT_BATCH))
+        except Exception:  # the mirror cannot tell right now (server down): the batch fails anyway
+            return DEFAULT_BATCH
+
+    def process_batch(self, name: str) -> BatchStats:
+        """Claim, apply and acknowledge one batch of mirror `name` (one transaction)."""
+        stats = BatchStats()
+        mirror = self.mirrors[name]
+        limit = self._limit(mirror)
+        with self._connection() as conn, conn.transaction():
+            config = self._config(conn, name)
+            if config is None or not config.enabled:
+                return stats
+            rows = outbox.claim(conn, name, limit)
+            stats.full = len(rows) >= limit
+            mine = [r for r in rows if r.locked]
+            stats.busy = len(rows) - len(mine)
+            if not mine:
+                return stats
+            stats.claimed = len(mine)
+            fact_ids = list(dict.fromkeys(r.fact_id for r in mine))
+            states = read_states(conn, fact_ids)
+            outcome = write_changes(mirror, changes_for(config, fact_ids, states))
+            acked = [r.id for r in mine if str(r.fact_id) in outcome.ok]
+            failures = {r.id: outcome.failed[str(r.fact_id)] for r in mine if str(r.fact_id) in outcome.failed}
+            outbox.ack(conn, name, acked)
+            result = outbox.fail(
+                conn,
+                failures,
+                max_attempts=self.max_attempts,
+                backoff_base=self.backoff_base,
+                backoff_max=self.backoff_max,
+            )
+        stats.acked, stats.failed, stats.dead = len(acked), len(failures), result.dead
+        if failures:
+            log.warning(
+                "mirror %s: %d row(s) failed (%d dead), %d acked: %s",
+                name, len(failures), result.dead, len(acked), next(iter(outcome.failed.values())),
+            )
+            if not acked:  # nothing got through: the mirror is likely down, let it breathe
+                self._paused[name] = time.monotonic() + result.min_delay
+        return stats
+
+    def _active(self) -> list[str]:
+        now = time.monotonic()
+        return [n for n in self.mirrors if self._paused.get(n, 0.0) <= now]
+
+    def _cycle(self) -> BatchStats:
+        total = BatchStats()
+        for name in self._active():
+            total.add(self.process_batch(name))
+        return total
+
+    def run_once(self) -> int:
+        """Process one batch per mirror; returns the number of outbox rows acknowledged."""
+        return self._cycle().acked
+
+    # -- drain ----------------------------------------------------------------------------
+
+    def pending(self) -> outbox.Pending:
+        """Rows of this worker's mirrors that are not dead: how many, how many ready now."""
+        with self._connection() as conn:
+            return outbox.pending(conn, list(self.mirrors))
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Work until no row of this worker's mirrors is left but dead ones. Rows in backoff
+        are waited for. Returns False if `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                stats = self._cycle()
+                if (stats.acked or stats.failed) and time.monotonic() < deadline:
+                    continue
+                left = self.pending()
+            except psycopg.OperationalError as exc:  # Postgres restarting: wait and retry
+                log.warning("drain: database unavailable (%s); retrying", exc)
+                left = None
+            if left is not None and left.pending == 0:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if left is None:
+                pause = 0.2
+            elif left.ready:  # locked by another worker, or this worker paused the mirror
+                unpause = min(self._paused.values(), default=0.0) - time.monotonic()
+                pause = max(BUSY_WAIT, min(unpause, 0.5))
+            else:
+                pause = min(left.next_in or BUSY_WAIT, 0.5)
+            time.sleep(max(0.001, min(pause, remaining)))
+
+    # -- run forever ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask `run_forever` to return after the batch in progress (thread- and signal-safe)."""
+        self._stop.set()
+        if not self._closed:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run_forever(self, stop_event: threading.Event | None = None) -> None:
+        """Sync until `stop()`, `stop_event`, SIGTERM or SIGINT (the last two when called
+        from the main thread). The batch in progress is finished, then connections close."""
+        self._stop.clear()
+        restore = self._install_signals()
+        listener: psycopg.Connection | None = None
+        db_backoff = 0.1
+        log.info("sync worker %s started for %s", self.worker_id, ", ".join(self.mirrors))
+        try:
+            while not self._should_stop(stop_event):
+                try:
+                    if listener is None:
+                        listener = psycopg.connect(self.dsn, autocommit=True,
+                                                   application_name=self._app_name("listen"))
+                        listener.execute(f"LISTEN {CHANNEL}")
+                    stats = self._cycle()
+                    self._maybe_reconcile()
+                    db_backoff = 0.1
+                except psycopg.OperationalError as exc:
+                    log.warning("sync worker %s: database unavailable (%s); retrying", self.worker_id, exc)
+                    listener = _close_quietly(listener)
+                    self._sleep(db_backoff, stop_event)
+                    db_backoff = min(db_backoff * 2, 5.0)
+                    continue
+                if stats.full or stats.acked or stats.failed:
+                    continue  # more is likely waiting: no sleep
+                timeout = BUSY_WAIT if stats.busy else self._idle_timeout(stop_event)
+                listener = self._wait(listener, timeout)
+        finally:
+            _close_quietly(listener)
+            restore()
+            log.info("sync worker %s stopped", self.worker_id)
+
+    def _should_stop(self, stop_event: threading.Event | None) -> bool:
+        return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
+
+    def _idle_timeout(self, stop_event: threading.Event | None) -> float:
+        timeout = self.poll_interval
+        now = time.monotonic()
+        wakes = [t for t in self._paused.values() if t > now]
+        if wakes:
+            timeout = min(timeout, min(wakes) - now)
+        if self.reconcile_every is not None and self._next_reconcile:
+            timeout = min(timeout, min(self._next_reconcile.values()) - now)
+        if stop_event is not None:  # an Event cannot wake select(): poll it
+            timeout = min(timeout, 0.1)
+        return max(0.0, timeout)
+
+    def _wait(self, listener: psycopg.Connection | None, timeout: float) -> psycopg.Connection | None:
+        """Sleep until a NOTIFY, `stop()`, or `timeout`. Returns the listener (None if lost)."""
+        fds = [self._wake_r] + ([listener.fileno()] if listener is not None else [])
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except (OSError, ValueError):
+            return _close_quietly(listener)
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.read(self._wake_r, 4096)
+        if listener is not None and listener.fileno() in readable:
+            try:
+                for _ in listener.notifies(timeout=0):
+                    pass
+            except psycopg.OperationalError:
+                return _close_quietly(listener)
+        return listener
+
+    def _sleep(self, seconds: float, stop_event: threading.Event | None) -> None:
+        end = time.monotonic() + seconds
+        while not self._should_stop(stop_event):
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._wait(None, min(left, 0.1 if stop_event is not None else left))
+
+    def _install_signals(self):  # -> Callable[[], None]
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handler(signum: int, frame: object) -> None:
+            log.info("sync worker %s: %s received, stopping", self.worker_id, signal.Signals(signum).name)
+            self.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    # -- scheduled reconciliation ---------------------------------------------------------
+
+    def _maybe_reconcile(self) -> None:
+        if self.reconcile_every is None:
+            return
+        now = time.monotonic()
+        for name in self.mirrors:
+            due = self._next_reconcile.setdefault(name, now)
+            if due <= now and not self._should_stop(None):
+                self._next_reconcile[name] = now + self.reconcile_every
+                self.reconcile_if_due(name)
+
+    def reconcile_if_due(self, name: str) -> Any:
+        """Reconcile mirror `name` unless another process did within `reconcile_every`
+        seconds or is doing it now. Returns the ReconcileReport, or None if skipped."""
+        from .reconcile import reconcile
+
+        with self._connection() as conn:
+            config = outbox.load_config(conn, name)
+            if config is None:
+                return None
+            every = self.reconcile_every or 0.0
+            if config.reconciled_ago is not None and config.reconciled_ago < every:
+                return None
+            row = conn.execute(outbox.q("try_reconcile_lock"), {"mirror": name}).fetchone()
+            if not row or not row[0]:
+                return None
+            try:
+                report = reconcile(self._connection, name, self.mirrors[name], repair=True)
+            except Exception as exc:  # a failed check must not stop syncing
+                log.warning("scheduled reconcile of %s failed: %s", name, exc)
+                return None
+            finally:
+                conn.execute(outbox.q("reconcile_unlock"), {"mirror": name})
+        log.info("reconciled %s: %s", name, report)
+        return report
+
+
+def _close_quietly(conn: psycopg.Connection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return None
+
+
+def store_mirrors(store: Any) -> dict[str, Mirror]:
+    """The Mirror objects registered with `store` in this process."""
+    getter = getattr(store, "mirrors", None)
+    return dict(getter()) if callable(getter) else dict(getattr(store, "_mirrors", None) or {})
+
+
+def lookup_mirror(store: Any, name: str) -> Mirror:
+    getter = getattr(store, "mirror", None)
+    if callable(getter):
+        return getter(name)
+    found = (getattr(store, "_mirrors", None) or {}).get(name)
+    if found is None:
+        raise NotFound(f"no mirror {name!r} in this process: pass mirrors={{name: Mirror}}")
+    return found
