@@ -36,6 +36,7 @@ class Sizes:
     small: int = 10_000           # "10k" dataset
     large: int = 100_000          # "100k" dataset (0: skip)
     queries: int = 200            # search queries per run
+    filtered_queries: int = 40    # filtered-search queries per run (slow plans take 100+ ms each)
     mixed_seconds: float = 5.0    # duration of one mixed-workload run
     mixed_clients: int = 4
     peer_search: int = 10_000     # facts loaded into slow peers (LangGraph, MemState) for search
@@ -45,7 +46,8 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(runs=1, single=20, batch=100, small=300, large=600, queries=10, mixed_seconds=0.5,
+        return cls(runs=1, single=20, batch=100, small=300, large=600, queries=10, filtered_queries=10,
+                   mixed_seconds=0.5,
                    mixed_clients=2, peer_search=300, reconcile=600, mirror_points=200, ef_search=(40,))
 
 

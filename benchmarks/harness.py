@@ -19,6 +19,7 @@ import math
 import platform
 import statistics
 import subprocess
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -75,6 +76,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None
+    env: dict[str, Any] = field(default_factory=dict)     # server versions and dim, set by the runner
 
     def add(self, label: str, values: Sequence[float], *, baseline: bool = False, runs: int = 0,
             note: str = "", **extra: Any) -> Series:
@@ -156,6 +158,8 @@ def package_versions(names: Sequence[str]) -> dict[str, str | None]:
 def _fmt(value: float, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     if unit == "ms" or abs(value) < 100:
         return f"{value:,.2f}"
     return f"{value:,.0f}"
@@ -232,11 +236,16 @@ def write_chart(results: Sequence[BenchResult], out_dir: Path, stamp: str, env: 
         colors = ["#888888" if s.baseline else "#2b7bba" for s in r.series]
         y = range(len(labels))
         ax.barh(list(y), meds, xerr=[lo, hi], color=colors, capsize=3)
-        ax.set_yticks(list(y), labels, fontsize=7)
+        ax.set_yticks(list(y), [textwrap.fill(lb, 45) for lb in labels], fontsize=7)
         ax.invert_yaxis()
         if r.unit == "ms":
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
-        ax.set_title(f"{r.title} ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better)", fontsize=8)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        title = f"{r.title} ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better)"
+        ax.set_title(textwrap.fill(title, 70), fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")

@@ -36,21 +36,23 @@ def _dsn(common: Any, args: argparse.Namespace) -> str:
         store.close()
 
 
-def _print(text: str) -> None:
+def _print(text: str, *, error: bool = False) -> None:
     from rich.console import Console
 
-    Console().print(text, highlight=False)
+    Console(stderr=error).print(text, highlight=False)
 
 
 def cmd_grant(common: Any, args: argparse.Namespace) -> int:
     added = security.grant(_dsn(common, args), args.role, args.patterns)
-    _print(f"granted {added} new pattern(s) to {args.role} ({len(args.patterns) - added} already held)")
+    _print(
+        f"granted {added} new pattern(s) to {args.role} ({len(args.patterns) - added} already held)"
+    )
     return 0
 
 
 def cmd_revoke(common: Any, args: argparse.Namespace) -> int:
     if not args.all and not args.patterns:
-        _print("[red]error:[/red] give the patterns to revoke, or --all")
+        _print("[red]error:[/red] give the patterns to revoke, or --all", error=True)
         return 2
     removed = security.revoke(_dsn(common, args), args.role, None if args.all else args.patterns)
     _print(f"revoked {removed} pattern(s) from {args.role}")
@@ -60,8 +62,20 @@ def cmd_revoke(common: Any, args: argparse.Namespace) -> int:
 def cmd_grants(common: Any, args: argparse.Namespace) -> int:
     grants = security.list_grants(_dsn(common, args), args.role)
     if args.json:
-        print(json.dumps([{"role": g.role, "pattern": g.pattern, "granted_at": g.granted_at.isoformat(),
-                           "granted_by": g.granted_by} for g in grants], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "role": g.role,
+                        "pattern": g.pattern,
+                        "granted_at": g.granted_at.isoformat(),
+                        "granted_by": g.granted_by,
+                    }
+                    for g in grants
+                ],
+                indent=2,
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -80,8 +94,12 @@ def cmd_roles(common: Any, args: argparse.Namespace) -> int:
     created = [] if args.list else security.create_roles(dsn)
     roles = security.list_roles(dsn)
     if args.json:
-        print(json.dumps([{"role": r.role, "exists": r.exists, "members": list(r.members)} for r in roles],
-                         indent=2))
+        print(
+            json.dumps(
+                [{"role": r.role, "exists": r.exists, "members": list(r.members)} for r in roles],
+                indent=2,
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -110,7 +128,9 @@ def cmd_rls(common: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _bind(fn: Callable[[Any, argparse.Namespace], int], common: Any) -> Callable[[argparse.Namespace], int]:
+def _bind(
+    fn: Callable[[Any, argparse.Namespace], int], common: Any
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return fn(common, args)
 
@@ -122,7 +142,9 @@ def register(subparsers: Any, common: Any) -> None:
     p = subparsers.add_parser("grant", help="let a database role touch namespaces (globs, RLS)")
     common.add_dsn_argument(p)
     p.add_argument("role", help="database role (a login role, or a group role for all its members)")
-    p.add_argument("patterns", nargs="+", metavar="PATTERN", help="namespace glob: '*' matches anything")
+    p.add_argument(
+        "patterns", nargs="+", metavar="PATTERN", help="namespace glob: '*' matches anything"
+    )
     p.set_defaults(func=_bind(cmd_grant, common))
 
     p = subparsers.add_parser("revoke", help="take namespace grants away from a role")
@@ -138,7 +160,9 @@ def register(subparsers: Any, common: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bind(cmd_grants, common))
 
-    p = subparsers.add_parser("roles", help="create/refresh the least-privilege roles and list them")
+    p = subparsers.add_parser(
+        "roles", help="create/refresh the least-privilege roles and list them"
+    )
     common.add_dsn_argument(p)
     p.add_argument("--list", action="store_true", help="only list, change nothing")
     p.add_argument("--json", action="store_true")
@@ -157,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import cli_common
     from .errors import MemStateError
 
-    parser = argparse.ArgumentParser(prog="memstate-pg", description="memstate-pg security commands")
+    parser = argparse.ArgumentParser(
+        prog="memstate-pg", description="memstate-pg security commands"
+    )
     register(parser.add_subparsers(dest="command", required=True), cli_common)
     args = parser.parse_args(argv)
     try:

@@ -76,6 +76,15 @@ def _progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[
         yield update
 
 
+def _close_mirrors(mirrors: Any) -> None:
+    """Close the clients this command opened (Qdrant local mode holds a lock on its dir)."""
+    for mirror in mirrors:
+        try:
+            mirror.close()
+        except Exception as exc:  # closing is best effort at exit
+            logging.getLogger("memstate_pg.cli").debug("closing %r: %s", mirror, exc)
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -91,9 +100,10 @@ def cmd_sync(common: Any, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = _store(common, args)
+    mirrors: dict[str, Mirror] = {}
     try:
-        mirrors = dict(_spec(s, None, args.collection) for s in args.mirror) or None
-        worker = SyncWorker(store, mirrors, batch_size=args.batch_size, max_attempts=args.max_attempts,
+        mirrors = dict(_spec(s, None, args.collection) for s in args.mirror)
+        worker = SyncWorker(store, mirrors or None, batch_size=args.batch_size, max_attempts=args.max_attempts,
                             poll_interval=args.poll_interval, reconcile_every=args.reconcile_every)
         with worker:
             if args.once:
@@ -107,6 +117,7 @@ def cmd_sync(common: Any, args: argparse.Namespace) -> int:
             worker.run_forever()
             return 0
     finally:
+        _close_mirrors([*mirrors.values(), *store.mirrors().values()])  # given, or rebuilt by name
         store.close()
 
 
@@ -131,6 +142,7 @@ def cmd_reconcile(common: Any, args: argparse.Namespace) -> int:
             _console().print(table)
         return 1 if args.no_repair and report.drift else 0
     finally:
+        _close_mirrors(store.mirrors().values())
         store.close()
 
 
@@ -210,6 +222,7 @@ def cmd_mirror_add(common: Any, args: argparse.Namespace) -> int:
         print(f"mirror {name} ({mirror.kind}) registered; {pending} row(s) pending: run `memstate-pg sync`")
         return 0
     finally:
+        _close_mirrors(store.mirrors().values())
         store.close()
 
 

@@ -115,7 +115,9 @@ def rls_status(target: Target) -> dict[str, str]:
         rows = conn.execute(
             "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'memstate' AND c.relname = ANY (%s)", [list(RLS_TABLES)]).fetchall()
+            "WHERE n.nspname = 'memstate' AND c.relname = ANY (%s)",
+            [list(RLS_TABLES)],
+        ).fetchall()
     return {name: ("forced" if forced else "on") if on else "off" for name, on, forced in rows}
 
 
@@ -135,7 +137,9 @@ def list_roles(target: Target) -> list[RoleInfo]:
             "SELECT g.rolname, array_remove(array_agg(m.rolname ORDER BY m.rolname), NULL) "
             "FROM pg_roles g LEFT JOIN pg_auth_members a ON a.roleid = g.oid "
             "LEFT JOIN pg_roles m ON m.oid = a.member "
-            "WHERE g.rolname = ANY (%s) GROUP BY g.rolname", [list(GROUP_ROLES)]).fetchall()
+            "WHERE g.rolname = ANY (%s) GROUP BY g.rolname",
+            [list(GROUP_ROLES)],
+        ).fetchall()
     found = {name: tuple(members) for name, members in rows}
     return [RoleInfo(r, r in found, found.get(r, ())) for r in GROUP_ROLES]
 
@@ -151,10 +155,15 @@ def create_login(target: Target, name: str, group: str, *, password: str | None 
     from psycopg import sql
 
     with _transaction(target) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN {} IN ROLE {}").format(
-            sql.Identifier(name),
-            sql.SQL("PASSWORD {}").format(sql.Literal(password)) if password is not None else sql.SQL(""),
-            sql.Identifier(group)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {} IN ROLE {}").format(
+                sql.Identifier(name),
+                sql.SQL("PASSWORD {}").format(sql.Literal(password))
+                if password is not None
+                else sql.SQL(""),
+                sql.Identifier(group),
+            )
+        )
 
 
 def drop_login(target: Target, name: str) -> None:
@@ -167,8 +176,13 @@ def drop_login(target: Target, name: str) -> None:
     from psycopg import sql
 
     with _transaction(target) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name])
-        if conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0] is not None:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name]
+        )
+        if (
+            conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0]
+            is not None
+        ):
             conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s", [name])
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
@@ -190,7 +204,9 @@ def grant(target: Target, role: str, patterns: Iterable[str]) -> int:
         for pattern in dict.fromkeys(patterns):
             cur = conn.execute(
                 "INSERT INTO memstate.namespace_grants (role, pattern) VALUES (%s, %s) "
-                "ON CONFLICT (role, pattern) DO NOTHING", [role, pattern])
+                "ON CONFLICT (role, pattern) DO NOTHING",
+                [role, pattern],
+            )
             added += cur.rowcount
     return added
 
@@ -205,8 +221,10 @@ def revoke(target: Target, role: str, patterns: Iterable[str] | None = None) -> 
             cur = conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s", [role])
         else:
             wanted = [check_pattern(p) for p in _as_list(patterns)]
-            cur = conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s AND pattern = ANY (%s)",
-                               [role, wanted])
+            cur = conn.execute(
+                "DELETE FROM memstate.namespace_grants WHERE role = %s AND pattern = ANY (%s)",
+                [role, wanted],
+            )
         return cur.rowcount
 
 
@@ -215,9 +233,12 @@ def list_grants(target: Target, role: str | None = None) -> list[Grant]:
     with _transaction(target) as conn:
         _require_grants_table(conn)
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT role::text AS role, pattern, granted_at, granted_by::text AS granted_by "
-                        "FROM memstate.namespace_grants WHERE %(role)s::text IS NULL OR role = %(role)s "
-                        "ORDER BY role, pattern", {"role": role})
+            cur.execute(
+                "SELECT role::text AS role, pattern, granted_at, granted_by::text AS granted_by "
+                "FROM memstate.namespace_grants WHERE %(role)s::text IS NULL OR role = %(role)s "
+                "ORDER BY role, pattern",
+                {"role": role},
+            )
             return [Grant(**r) for r in cur.fetchall()]
 
 
@@ -234,13 +255,18 @@ def _as_list(patterns: Iterable[str]) -> list[str]:
 
 
 def _present(conn: psycopg.Connection, tables: Iterable[str]) -> list[str]:
-    rows = conn.execute("SELECT t FROM unnest(%s::text[]) t WHERE to_regclass('memstate.' || quote_ident(t)) "
-                        "IS NOT NULL", [list(tables)]).fetchall()
+    rows = conn.execute(
+        "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass('memstate.' || quote_ident(t)) "
+        "IS NOT NULL",
+        [list(tables)],
+    ).fetchall()
     return [r[0] for r in rows]
 
 
 def _existing_roles(conn: psycopg.Connection, roles: Iterable[str]) -> set[str]:
-    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [list(roles)]).fetchall()
+    rows = conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [list(roles)]
+    ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -252,5 +278,7 @@ def _require_role(conn: psycopg.Connection, role: str) -> None:
 
 def _require_grants_table(conn: psycopg.Connection) -> None:
     if conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0] is None:
-        raise NotFound("memstate.namespace_grants does not exist: enable RLS first "
-                       "(memstate-pg migrate --rls, or memstate_pg.security.enable_rls)")
+        raise NotFound(
+            "memstate.namespace_grants does not exist: enable RLS first "
+            "(memstate-pg migrate --rls, or memstate_pg.security.enable_rls)"
+        )

@@ -327,7 +327,7 @@ BEGIN
     ELSE
         SELECT m.dim, m.index_name INTO v_dim, v_index FROM memstate.embedding_models m WHERE m.model = p_model;
         IF NOT FOUND THEN
-            PERFORM memstate._fail('MSV01', format('unknown embedding model %L', p_model));
+            RETURN;  -- nothing was ever embedded with this model: no hits
         END IF;
         IF vector_dims(p_query) <> v_dim THEN
             PERFORM memstate._fail('MSV01', format('query has %s dimensions, model %L has %s',

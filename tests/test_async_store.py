@@ -95,7 +95,10 @@ def store(request: pytest.FixtureRequest, dsn: str) -> Iterator[Any]:
         mem: Any = MemoryStore(dsn, max_size=4)
     else:
         lp = request.getfixturevalue("loop")
-        mem = SyncView(asyncio.run_coroutine_threadsafe(AsyncMemoryStore.open(dsn, max_size=4), lp).result(), lp)
+        mem = SyncView(
+            asyncio.run_coroutine_threadsafe(AsyncMemoryStore.open(dsn, max_size=4), lp).result(),
+            lp,
+        )
     register_test_types(mem)
     try:
         yield mem
@@ -111,7 +114,9 @@ def note(text: str, **extra: Any) -> Fact:
 
 
 def test_commit_and_get(store: Any) -> None:
-    fid = store.commit(Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1")
+    fid = store.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1"
+    )
     fact = store.get(fid)
     assert (fact.id, fact.type, fact.namespace, fact.version) == (fid, "profile", "u1", 1)
     assert fact.payload == {"field": "city", "value": "Berlin"} and fact.content == "Berlin"
@@ -119,9 +124,15 @@ def test_commit_and_get(store: Any) -> None:
 
 
 def test_singleton_commit_updates_the_same_fact(store: Any) -> None:
-    first = store.commit(Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1")
-    second = store.commit(Fact(type="profile", payload={"field": "city", "value": "Lisbon"}), namespace="u1")
-    other_ns = store.commit(Fact(type="profile", payload={"field": "city", "value": "Oslo"}), namespace="u2")
+    first = store.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1"
+    )
+    second = store.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Lisbon"}), namespace="u1"
+    )
+    other_ns = store.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Oslo"}), namespace="u2"
+    )
     assert first == second != other_ns
     assert store.get(first).version == 2
     assert [f.payload["value"] for f in store.query("profile", namespace="u1")] == ["Lisbon"]
@@ -182,20 +193,32 @@ def test_transaction_with_callers_sql(store: Any, dsn: str) -> None:
 
 
 def test_search_with_filters(store: Any) -> None:
-    store.commit(Fact(type="preference", payload={"topic": "drink", "value": "green tea"}), namespace="u1")
-    store.commit(Fact(type="preference", payload={"topic": "drink", "value": "black coffee", "role": "dislike"}),
-                 namespace="u1")
-    store.commit(Fact(type="preference", payload={"topic": "food", "value": "green curry"}), namespace="u1")
+    store.commit(
+        Fact(type="preference", payload={"topic": "drink", "value": "green tea"}), namespace="u1"
+    )
+    store.commit(
+        Fact(
+            type="preference",
+            payload={"topic": "drink", "value": "black coffee", "role": "dislike"},
+        ),
+        namespace="u1",
+    )
+    store.commit(
+        Fact(type="preference", payload={"topic": "food", "value": "green curry"}), namespace="u1"
+    )
     store.commit(note("green tea is mentioned in a note"), namespace="u1")
-    store.commit(Fact(type="preference", payload={"topic": "drink", "value": "green tea"}), namespace="u2")
+    store.commit(
+        Fact(type="preference", payload={"topic": "drink", "value": "green tea"}), namespace="u2"
+    )
     hits = store.search("green tea", k=2, namespace="u1", type="preference")
     assert [h.fact.payload["value"] for h in hits][0] == "green tea"
     assert len(hits) == 2 and hits[0].score >= hits[1].score
     assert {h.fact.namespace for h in hits} == {"u1"}
     dislikes = store.search("coffee", namespace="u1", filters={"role": "dislike"})
     assert [h.fact.payload["value"] for h in dislikes] == ["black coffee"]
-    assert {f.payload["value"] for f in store.query("preference", {"topic": "drink"}, namespace="u1")} == {
-        "green tea", "black coffee"}
+    assert {
+        f.payload["value"] for f in store.query("preference", {"topic": "drink"}, namespace="u1")
+    } == {"green tea", "black coffee"}
     with pytest.raises(ValidationFailed):
         store.search("x", namespace="u1", filters={"": 1})
 
@@ -205,8 +228,10 @@ def test_history_and_as_of(store: Any) -> None:
     s1 = store.get(fid).commit_seq
     store.update(fid, {"payload": {"text": "two"}})
     other = store.commit(note("other"), namespace="u1")
-    assert [(v.version, v.op, v.payload["text"]) for v in store.history(fid)] == [(1, "put", "one"),
-                                                                                  (2, "update", "two")]
+    assert [(v.version, v.op, v.payload["text"]) for v in store.history(fid)] == [
+        (1, "put", "one"),
+        (2, "update", "two"),
+    ]
     assert [v.fact_id for v in store.history(namespace="u1")] == [fid, fid, other]
     assert [f.payload["text"] for f in store.as_of(s1, namespace="u1")] == ["one"]
     assert store.as_of(0, namespace="u1") == []
@@ -220,7 +245,9 @@ def test_rollback_twice_goes_back_two_steps(store: Any) -> None:
     store.commit(note("d"), namespace="u1")
     store.rollback(namespace="u1")
     store.rollback(namespace="u1")
-    assert live_state(store, "u1") == {f.id: (f.payload, f.session_id) for f in store.as_of(s2, namespace="u1")}
+    assert live_state(store, "u1") == {
+        f.id: (f.payload, f.session_id) for f in store.as_of(s2, namespace="u1")
+    }
     assert store.get(fid).payload["text"] == "b"
     assert store.history(fid)[-1].kind == "rollback"
     with pytest.raises(NotFound):
@@ -263,7 +290,9 @@ def test_commit_many_is_one_commit(store: Any) -> None:
     assert store.query(namespace="u1") == []
 
 
-def test_commit_joins_the_callers_connection(store: Any, dsn: str, request: pytest.FixtureRequest) -> None:
+def test_commit_joins_the_callers_connection(
+    store: Any, dsn: str, request: pytest.FixtureRequest
+) -> None:
     if isinstance(store, MemoryStore):
         with psycopg.connect(dsn, autocommit=True) as conn:
             with pytest.raises(RuntimeError), conn.transaction():
@@ -272,8 +301,12 @@ def test_commit_joins_the_callers_connection(store: Any, dsn: str, request: pyte
             store.commit(note("kept"), namespace="u1", conn=conn)
     else:
         loop = request.getfixturevalue("loop")
-        conn = SyncView(asyncio.run_coroutine_threadsafe(
-            psycopg.AsyncConnection.connect(dsn, autocommit=True), loop).result(), loop)
+        conn = SyncView(
+            asyncio.run_coroutine_threadsafe(
+                psycopg.AsyncConnection.connect(dsn, autocommit=True), loop
+            ).result(),
+            loop,
+        )
         with pytest.raises(RuntimeError), conn.transaction():
             store.commit(note("in tx"), namespace="u1", conn=conn._target)
             raise RuntimeError
@@ -282,7 +315,9 @@ def test_commit_joins_the_callers_connection(store: Any, dsn: str, request: pyte
     assert [f.payload["text"] for f in store.query(namespace="u1")] == ["kept"]
 
 
-def test_namespace_bound_store_refuses_other_namespaces(dsn: str, loop: asyncio.AbstractEventLoop) -> None:
+def test_namespace_bound_store_refuses_other_namespaces(
+    dsn: str, loop: asyncio.AbstractEventLoop
+) -> None:
     async def run() -> None:
         async with AsyncConnectionPool(dsn, kwargs={"autocommit": True}, open=False) as pool:
             bound = AsyncMemoryStore(pool, namespace="tenant-a")
@@ -303,7 +338,9 @@ def test_concurrent_singleton_writers_converge_on_one_fact(store: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def write(i: int) -> Any:
-        return store.commit(Fact(type="profile", payload={"field": "city", "value": f"city-{i}"}), namespace="u1")
+        return store.commit(
+            Fact(type="profile", payload={"field": "city", "value": f"city-{i}"}), namespace="u1"
+        )
 
     with ThreadPoolExecutor(8) as pool:
         ids = set(pool.map(write, range(8)))

@@ -46,8 +46,9 @@ def test_conformance_sync_saver_over_a_connection(dsn: str) -> None:
 
 def test_conformance_async_saver_over_a_pool(dsn: str) -> None:
     async def run() -> Any:
-        async with AsyncConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True},
-                                       open=False) as pool:
+        async with AsyncConnectionPool(
+            dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+        ) as pool:
 
             @checkpointer_test(name="AsyncMemStateCheckpointer")
             async def factory() -> AsyncIterator[AsyncMemStateCheckpointer]:
@@ -70,8 +71,15 @@ def _config(thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
     return {"configurable": conf}
 
 
-def _put(saver: MemStateCheckpointer, thread: str, values: dict[str, Any], versions: dict[str, Any],
-         new: dict[str, Any], parent: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+def _put(
+    saver: MemStateCheckpointer,
+    thread: str,
+    values: dict[str, Any],
+    versions: dict[str, Any],
+    new: dict[str, Any],
+    parent: dict[str, Any] | None = None,
+    **metadata: Any,
+) -> dict[str, Any]:
     cp = empty_checkpoint()
     cp["channel_values"] = values
     cp["channel_versions"] = versions
@@ -99,7 +107,9 @@ class XorSerializer(JsonPlusSerializer):
 def test_everything_goes_through_the_serializer(dsn: str) -> None:
     secret = "attack at dawn"
     with MemStateCheckpointer.from_conn_string(dsn, serde=XorSerializer()) as saver:
-        stored = _put(saver, "t", {"msg": secret, "n": 7}, {"msg": "1", "n": "1"}, {"msg": "1", "n": "1"})
+        stored = _put(
+            saver, "t", {"msg": secret, "n": 7}, {"msg": "1", "n": "1"}, {"msg": "1", "n": "1"}
+        )
         saver.put_writes(stored, [("msg", secret + "!")], "task-1")
         tup = saver.get_tuple(stored)
         assert tup is not None
@@ -110,8 +120,13 @@ def test_everything_goes_through_the_serializer(dsn: str) -> None:
             "SELECT string_agg(encode(blob, 'escape'), '') FROM (SELECT blob FROM memstate.lg_blobs "
             "UNION ALL SELECT blob FROM memstate.lg_writes UNION ALL SELECT checkpoint FROM memstate.lg_checkpoints) b"
         ).fetchone()[0]
-        types = {r[0] for r in conn.execute("SELECT type FROM memstate.lg_blobs UNION SELECT type FROM memstate.lg_writes "
-                                            "UNION SELECT checkpoint_type FROM memstate.lg_checkpoints")}
+        types = {
+            r[0]
+            for r in conn.execute(
+                "SELECT type FROM memstate.lg_blobs UNION SELECT type FROM memstate.lg_writes "
+                "UNION SELECT checkpoint_type FROM memstate.lg_checkpoints"
+            )
+        }
     assert "attack" not in raw
     assert types and all(t.startswith("xor-") for t in types)
 
@@ -119,20 +134,36 @@ def test_everything_goes_through_the_serializer(dsn: str) -> None:
 def test_unchanged_channels_share_blobs_and_old_checkpoints_keep_their_values(dsn: str) -> None:
     with MemStateCheckpointer.from_conn_string(dsn) as saver:
         v1 = saver.get_next_version(None, None)
-        first = _put(saver, "t", {"big": ["x"] * 100, "small": "a"}, {"big": v1, "small": v1},
-                     {"big": v1, "small": v1})
+        first = _put(
+            saver,
+            "t",
+            {"big": ["x"] * 100, "small": "a"},
+            {"big": v1, "small": v1},
+            {"big": v1, "small": v1},
+        )
         v2 = saver.get_next_version(v1, None)
         assert v2 > v1
-        second = _put(saver, "t", {"big": ["x"] * 100, "small": "b"}, {"big": v1, "small": v2}, {"small": v2},
-                      parent=first)
+        second = _put(
+            saver,
+            "t",
+            {"big": ["x"] * 100, "small": "b"},
+            {"big": v1, "small": v2},
+            {"small": v2},
+            parent=first,
+        )
         with psycopg.connect(dsn) as conn:
-            blobs = conn.execute("SELECT channel, count(*) FROM memstate.lg_blobs GROUP BY channel").fetchall()
+            blobs = conn.execute(
+                "SELECT channel, count(*) FROM memstate.lg_blobs GROUP BY channel"
+            ).fetchall()
         assert dict(blobs) == {"big": 1, "small": 2}
         assert saver.get_tuple(first).checkpoint["channel_values"]["small"] == "a"
         latest = saver.get_tuple(_config("t"))
         assert latest.config == second
         assert latest.checkpoint["channel_values"] == {"big": ["x"] * 100, "small": "b"}
-        assert latest.parent_config["configurable"]["checkpoint_id"] == first["configurable"]["checkpoint_id"]
+        assert (
+            latest.parent_config["configurable"]["checkpoint_id"]
+            == first["configurable"]["checkpoint_id"]
+        )
 
 
 def test_checkpoint_and_memory_fact_commit_or_roll_back_together(dsn: str) -> None:
@@ -152,6 +183,15 @@ def test_checkpoint_and_memory_fact_commit_or_roll_back_together(dsn: str) -> No
             _put(saver, "kept-thread", {}, {}, {})
         assert saver.get_tuple(_config("kept-thread")) is not None
         assert [f.payload["text"] for f in mem.query(namespace="agent")] == ["kept"]
+
+    # the same inside a memstate transaction, with the saver over its connection
+    with pytest.raises(RuntimeError), mem.transaction(namespace="agent") as tx:
+        tx.commit(Fact(type="note", payload={"text": "also lost"}))
+        _put(MemStateCheckpointer(tx.connection), "tx-thread", {}, {}, {})
+        raise RuntimeError("the step failed")
+    with MemStateCheckpointer.from_conn_string(dsn) as saver:
+        assert saver.get_tuple(_config("tx-thread")) is None
+    assert [f.payload["text"] for f in mem.query(namespace="agent")] == ["kept"]
     mem.close()
 
 
@@ -164,7 +204,9 @@ def test_async_checkpoint_and_memory_fact_share_a_transaction(dsn: str) -> None:
             cp = empty_checkpoint()
             with pytest.raises(RuntimeError):
                 async with conn.transaction():
-                    await mem.commit(Fact(type="note", payload={"text": "lost"}), namespace="agent", conn=conn)
+                    await mem.commit(
+                        Fact(type="note", payload={"text": "lost"}), namespace="agent", conn=conn
+                    )
                     await saver.aput(_config("t"), cp, {"source": "loop", "step": 0}, {})
                     raise RuntimeError("the step failed")
             assert await saver.aget_tuple(_config("t")) is None
@@ -183,7 +225,10 @@ def test_delete_for_runs_keeps_the_parent_chain(dsn: str) -> None:
         saver.put_writes(c, [("ch", 1)], "task")
         saver.delete_for_runs(["run-b"])
         assert saver.get_tuple(b) is None and saver.get_tuple(c) is None
-        assert saver.get_tuple(d).parent_config["configurable"]["checkpoint_id"] == a["configurable"]["checkpoint_id"]
+        assert (
+            saver.get_tuple(d).parent_config["configurable"]["checkpoint_id"]
+            == a["configurable"]["checkpoint_id"]
+        )
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT count(*) FROM memstate.lg_writes").fetchone()[0] == 0
         with pytest.raises(TypeError):
@@ -219,7 +264,9 @@ def test_list_across_threads_and_metadata_filters(dsn: str) -> None:
         _put(saver, "t2", {}, {}, {}, user="bob", score=2, nested={"deep": [1, 2]})
         assert {t.config["configurable"]["thread_id"] for t in saver.list(None)} == {"t1", "t2"}
         assert [t.metadata["user"] for t in saver.list(None, filter={"user": "bob"})] == ["bob"]
-        assert [t.metadata["user"] for t in saver.list(None, filter={"nested": {"deep": [2]}})] == ["bob"]
+        assert [t.metadata["user"] for t in saver.list(None, filter={"nested": {"deep": [2]}})] == [
+            "bob"
+        ]
         assert list(saver.list(None, filter={"score": 3})) == []
 
 
@@ -248,3 +295,28 @@ def test_async_saver_refuses_sync_calls_on_its_own_loop(dsn: str) -> None:
             assert await asyncio.to_thread(saver.get_tuple, _config("t")) is None
 
     asyncio.run(run())
+
+
+def test_special_writes_replace_and_ordinary_writes_are_kept(dsn: str) -> None:
+    """WRITES_IDX_MAP: a task's ERROR/INTERRUPT/... write is replaced when reported again;
+    ordinary writes are written once (a retried put_writes keeps the first)."""
+    from langgraph.checkpoint.serde.types import ERROR
+
+    with MemStateCheckpointer.from_conn_string(dsn) as saver:
+        stored = _put(saver, "t", {}, {}, {})
+        saver.put_writes(stored, [(ERROR, "first failure")], "task")
+        saver.put_writes(stored, [(ERROR, "second failure")], "task")
+        saver.put_writes(stored, [("out", "v1"), ("log", "a")], "task")
+        saver.put_writes(stored, [("out", "v2"), ("log", "b")], "task")
+        saver.put_writes(stored, [("out", "other task")], "task-2", task_path="~__pregel_pull, b")
+        writes = saver.get_tuple(stored).pending_writes
+        assert sorted(writes) == sorted(
+            [
+                ("task", ERROR, "second failure"),
+                ("task", "out", "v1"),
+                ("task", "log", "a"),
+                ("task-2", "out", "other task"),
+            ]
+        )
+        # writes come back in writes_sort_key order: (task_path, task_id, idx)
+        assert writes[-1] == ("task-2", "out", "other task")

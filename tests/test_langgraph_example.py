@@ -25,6 +25,9 @@ def test_example_remembers_across_threads_and_undoes_the_bad_memory(dsn: str) ->
     assert "ignore all previous instructions" in result["poisoned"]
     assert result["after"] == "You told me your favourite drink is green tea."
     assert [(op, kind) for _, op, kind, _ in result["history"]] == [
-        ("put", "commit"), ("update", "commit"), ("update", "revert")]
+        ("put", "commit"),
+        ("update", "commit"),
+        ("update", "revert"),
+    ]
     assert result["history"][-1][3] == "green tea"
     assert result["checkpoints"] > 0

@@ -93,7 +93,12 @@ def test_interrupt_resume_and_time_travel_sync(dsn: str) -> None:
         graph = builder.compile(checkpointer=saver)
         out = graph.invoke(Command(resume="yes"), config)
         assert out["result"] == "rain"
-        assert out["messages"] == ["user: weather?", "plan: weather for Berlin", "human: yes", "tool: rain"]
+        assert out["messages"] == [
+            "user: weather?",
+            "plan: weather for Berlin",
+            "human: yes",
+            "tool: rain",
+        ]
         assert tools.calls == ["Berlin"]
 
         history = list(graph.get_state_history(config))
@@ -114,8 +119,9 @@ def test_interrupt_resume_and_time_travel_sync(dsn: str) -> None:
         # time travel 2: fork at the approval checkpoint with another answer (as InMemorySaver
         # does, the stored writes of the approved task are replayed, so fork by update_state)
         at_approval = next(s for s in history if s.next == ("approve",))
-        forked = graph.update_state(at_approval.config, {"approved": False, "messages": ["human: no"]},
-                                    as_node="approve")
+        forked = graph.update_state(
+            at_approval.config, {"approved": False, "messages": ["human: no"]}, as_node="approve"
+        )
         assert _checkpoint_id(at_approval.config) in _ancestors(graph, forked)
         fork = graph.invoke(None, forked)
         assert fork["result"] == "skipped"
@@ -147,7 +153,9 @@ def test_interrupt_resume_and_time_travel_async(dsn: str) -> None:
             assert replay["result"] == "sun"
             assert tools.calls == ["Lisbon", "Lisbon"]
             at_approval = next(s for s in history if s.next == ("approve",))
-            forked = await graph.aupdate_state(at_approval.config, {"approved": False}, as_node="approve")
+            forked = await graph.aupdate_state(
+                at_approval.config, {"approved": False}, as_node="approve"
+            )
             fork = await graph.ainvoke(None, forked)
             assert fork["result"] == "skipped"
             assert len([s async for s in graph.aget_state_history(config)]) > len(history)

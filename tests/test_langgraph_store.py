@@ -56,7 +56,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[BaseStore]:
     dsn = request.getfixturevalue("dsn")
     if request.param == "memstate":
         with MemoryStore(dsn, max_size=4) as mem:
-            yield MemStateStore(mem, index=INDEX)  # the database is migrated; the type registers itself
+            yield MemStateStore(
+                mem, index=INDEX
+            )  # the database is migrated; the type registers itself
         return
     lp = request.getfixturevalue("loop")
 
@@ -77,8 +79,15 @@ def _keys(items: list[Any]) -> list[str]:
 
 
 def test_put_get_round_trips_values(store: BaseStore) -> None:
-    value = {"text": "Grüße aus Köln ☕", "n": 3, "x": 2.5, "ok": True, "none": None,
-             "tags": ["a", "b"], "nested": {"deep": {"list": [1, {"k": "v"}]}}}
+    value = {
+        "text": "Grüße aus Köln ☕",
+        "n": 3,
+        "x": 2.5,
+        "ok": True,
+        "none": None,
+        "tags": ["a", "b"],
+        "nested": {"deep": {"list": [1, {"k": "v"}]}},
+    }
     store.put(("users", "42"), "prefs", value)
     item = store.get(("users", "42"), "prefs")
     assert item is not None
@@ -116,12 +125,33 @@ def test_search_scopes_by_namespace_prefix(store: BaseStore) -> None:
 
 
 def test_search_filters_like_langgraph(store: BaseStore) -> None:
-    store.put(("docs",), "a", {"text": "a", "kind": "report", "score": 4.5, "meta": {"lang": "en", "v": 1},
-                               "tags": ["x", "y"]})
-    store.put(("docs",), "b", {"text": "b", "kind": "report", "score": 2, "meta": {"lang": "de", "v": 2},
-                               "tags": ["x"]})
-    store.put(("docs",), "c", {"text": "c", "kind": "memo", "score": 9, "meta": {"lang": "en", "v": 3},
-                               "tags": ["y", "x"]})
+    store.put(
+        ("docs",),
+        "a",
+        {
+            "text": "a",
+            "kind": "report",
+            "score": 4.5,
+            "meta": {"lang": "en", "v": 1},
+            "tags": ["x", "y"],
+        },
+    )
+    store.put(
+        ("docs",),
+        "b",
+        {"text": "b", "kind": "report", "score": 2, "meta": {"lang": "de", "v": 2}, "tags": ["x"]},
+    )
+    store.put(
+        ("docs",),
+        "c",
+        {
+            "text": "c",
+            "kind": "memo",
+            "score": 9,
+            "meta": {"lang": "en", "v": 3},
+            "tags": ["y", "x"],
+        },
+    )
 
     def keys(flt: dict[str, Any]) -> list[str]:
         return sorted(_keys(store.search(("docs",), filter=flt)))
@@ -164,14 +194,33 @@ def test_search_with_query_ranks_by_similarity(store: BaseStore) -> None:
     assert hits[0].score >= hits[1].score
     assert all(-1.0 <= h.score <= 1.0 for h in hits)
     assert _keys(store.search(("kb",), query="Berlin river", limit=1)) == ["city"]
-    assert _keys(store.search(("kb",), query="Berlin river", filter={"text": "a cat named Miso"})) == ["pet"]
+    assert _keys(
+        store.search(("kb",), query="Berlin river", filter={"text": "a cat named Miso"})
+    ) == ["pet"]
+
+
+def test_an_empty_store_finds_nothing(store: BaseStore) -> None:
+    assert store.search(("a",), query="anything") == []
+    assert store.search(()) == []
+    assert store.list_namespaces() == []
+    assert store.get(("a",), "k") is None
 
 
 def test_list_namespaces_prefix_suffix_depth(store: BaseStore) -> None:
     for ns in [("a", "b", "c"), ("a", "b", "d", "e"), ("a", "x"), ("b", "c"), ("z",)]:
         store.put(ns, "k", {"text": "t"})
-    assert store.list_namespaces() == [("a", "b", "c"), ("a", "b", "d", "e"), ("a", "x"), ("b", "c"), ("z",)]
-    assert store.list_namespaces(prefix=("a",)) == [("a", "b", "c"), ("a", "b", "d", "e"), ("a", "x")]
+    assert store.list_namespaces() == [
+        ("a", "b", "c"),
+        ("a", "b", "d", "e"),
+        ("a", "x"),
+        ("b", "c"),
+        ("z",),
+    ]
+    assert store.list_namespaces(prefix=("a",)) == [
+        ("a", "b", "c"),
+        ("a", "b", "d", "e"),
+        ("a", "x"),
+    ]
     assert store.list_namespaces(prefix=("a", "*", "c")) == [("a", "b", "c")]
     assert store.list_namespaces(suffix=("c",)) == [("a", "b", "c"), ("b", "c")]
     assert store.list_namespaces(suffix=("*", "e")) == [("a", "b", "d", "e")]
@@ -184,12 +233,14 @@ def test_list_namespaces_prefix_suffix_depth(store: BaseStore) -> None:
 
 def test_batch_reads_see_the_state_before_its_writes(store: BaseStore) -> None:
     store.put(("b",), "k", {"text": "old"})
-    got, _, search, _ = store.batch([
-        GetOp(("b",), "k"),
-        PutOp(("b",), "k", {"text": "new"}),
-        SearchOp(("b",)),
-        PutOp(("b",), "k", {"text": "newest"}),  # the last put of a key wins
-    ])
+    got, _, search, _ = store.batch(
+        [
+            GetOp(("b",), "k"),
+            PutOp(("b",), "k", {"text": "new"}),
+            SearchOp(("b",)),
+            PutOp(("b",), "k", {"text": "newest"}),  # the last put of a key wins
+        ]
+    )
     assert got.value == {"text": "old"}
     assert [i.value for i in search] == [{"text": "old"}]
     assert store.get(("b",), "k").value == {"text": "newest"}
@@ -207,8 +258,13 @@ def test_invalid_namespaces_are_refused(store: BaseStore) -> None:
 
 def test_same_rankings_as_inmemorystore(dsn: str) -> None:
     """Same embeddings, same fields: the same items in the same order, nearly the same scores."""
-    texts = {f"k{i}": f"memory {i}: " + " ".join(["coffee", "tea", "Berlin", "river", "cat", "dog"][j % 6]
-                                                  for j in range(i, i + 3)) for i in range(12)}
+    texts = {
+        f"k{i}": f"memory {i}: "
+        + " ".join(
+            ["coffee", "tea", "Berlin", "river", "cat", "dog"][j % 6] for j in range(i, i + 3)
+        )
+        for i in range(12)
+    }
     reference = InMemoryStore(index=INDEX)
     with MemoryStore(dsn, max_size=2) as mem:
         ours = MemStateStore(mem, index=INDEX)
@@ -220,7 +276,9 @@ def test_same_rankings_as_inmemorystore(dsn: str) -> None:
             mine = ours.search(("m",), query=query, limit=5)
             assert [h.score for h in mine] == pytest.approx([h.score for h in theirs], abs=1e-5)
             # equal scores may tie-break differently; the ranked score sequence may not
-            assert {h.key for h in mine if h.score > theirs[-1].score + 1e-5} <= {h.key for h in theirs}
+            assert {h.key for h in mine if h.score > theirs[-1].score + 1e-5} <= {
+                h.key for h in theirs
+            }
 
 
 # --- only ours -------------------------------------------------------------------------------
@@ -243,8 +301,11 @@ def test_items_are_versioned_facts_with_history(ours: MemStateStore) -> None:
     ours.put(("u", "1"), "diet", {"text": "omnivore"})  # a new fact for the same key
     history = ours.history(("u", "1"), "diet")
     assert [(v.op, (v.payload or {}).get("value")) for v in history] == [
-        ("put", {"text": "vegetarian"}), ("update", {"text": "vegan"}),
-        ("delete", {"text": "vegan"}), ("put", {"text": "omnivore"})]
+        ("put", {"text": "vegetarian"}),
+        ("update", {"text": "vegan"}),
+        ("delete", {"text": "vegan"}),
+        ("put", {"text": "omnivore"}),
+    ]
     assert ours.history(("u", "1"), "nothing") == []
 
 
@@ -268,7 +329,11 @@ def test_rollback_of_a_bad_memory_restores_the_earlier_value(ours: MemStateStore
     assert ours.search(("user",), query="green tea", limit=1)[0].key == "drink"
     ours.rollback(1)  # undo keeps going back: now the food memory goes
     assert ours.get(("user", "ann"), "food") is None
-    assert [v.kind for v in ours.history(("user", "ann"), "drink")] == ["commit", "commit", "rollback"]
+    assert [v.kind for v in ours.history(("user", "ann"), "drink")] == [
+        "commit",
+        "commit",
+        "rollback",
+    ]
 
 
 def test_revert_one_commit_and_redo(ours: MemStateStore) -> None:
@@ -284,12 +349,38 @@ def test_revert_one_commit_and_redo(ours: MemStateStore) -> None:
 
 def test_one_batch_is_one_commit(ours: MemStateStore) -> None:
     ours.put(("u",), "keep", {"text": "keep"})
-    ours.batch([PutOp(("u",), "a", {"text": "a"}), PutOp(("u",), "b", {"text": "b"}),
-                PutOp(("u",), "keep", None)])
-    assert {v.seq for k in ("a", "b") for v in ours.history(("u",), k)} == {ours.history(("u",), "keep")[-1].seq}
+    ours.batch(
+        [
+            PutOp(("u",), "a", {"text": "a"}),
+            PutOp(("u",), "b", {"text": "b"}),
+            PutOp(("u",), "keep", None),
+        ]
+    )
+    assert {v.seq for k in ("a", "b") for v in ours.history(("u",), k)} == {
+        ours.history(("u",), "keep")[-1].seq
+    }
     ours.rollback(1)
     assert ours.get(("u",), "a") is None and ours.get(("u",), "b") is None
     assert ours.get(("u",), "keep").value == {"text": "keep"}
+
+
+def test_a_batch_of_puts_with_ttl_is_one_commit_with_its_clocks(ours: MemStateStore) -> None:
+    ours.batch(
+        [
+            PutOp(("b",), "x", {"text": "x"}, ttl=30),
+            PutOp(("b",), "y", {"text": "y"}, ttl=30),
+            PutOp(("b",), "z", {"text": "z"}, index=False),
+        ]
+    )
+    seqs = {ours.history(("b",), k)[0].seq for k in "xyz"}
+    assert len(seqs) == 1
+    with ours.memory.pool.connection() as conn:
+        clocks = conn.execute(
+            "SELECT count(*) FROM memstate.lg_ttl WHERE expires_at > now() + interval '29 minutes'"
+        )
+        assert clocks.fetchone()[0] == 2
+    ours.rollback(1)
+    assert ours.search(("b",)) == []
 
 
 def test_unindexed_items_are_found_by_filters_not_by_query(ours: MemStateStore) -> None:
@@ -321,6 +412,17 @@ def test_ttl_expiry_refresh_sweep_and_undo(ours: MemStateStore) -> None:
     ours.put(("t",), "refresh", {"text": "no ttl now"})  # re-put without ttl: no expiry
     time.sleep(0.7)
     assert ours.get(("t",), "refresh") is not None and ours.sweep_ttl() == 0
+
+
+def test_ttl_sweeper_thread(ours: MemStateStore) -> None:
+    ours.put(("t",), "brief", {"text": "x"}, ttl=0.2 / 60)
+    future = ours.start_ttl_sweeper(sweep_interval_minutes=0.3 / 60)
+    deadline = time.monotonic() + 10
+    while ours.history(("t",), "brief")[-1].op != "delete" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ours.history(("t",), "brief")[-1].op == "delete"
+    assert ours.stop_ttl_sweeper(timeout=5)
+    assert future.done()
 
 
 def test_ttl_is_refused_where_langgraph_refuses_it() -> None:
@@ -364,7 +466,6 @@ def test_timestamps_are_aware_and_recent(ours: MemStateStore) -> None:
     assert abs((item.created_at - before).total_seconds()) < 60
 
 
-
 def test_setup_migrates_an_empty_database_and_registers_the_type(empty_dsn: str) -> None:
     with MemStateStore.from_conn_string(empty_dsn, index=INDEX) as store:
         store.setup()
@@ -372,5 +473,7 @@ def test_setup_migrates_an_empty_database_and_registers_the_type(empty_dsn: str)
         store.put(("s",), "k", {"text": "t"})
         assert store.get(("s",), "k").value == {"text": "t"}
         with store.memory.pool.connection() as conn:
-            row = conn.execute("SELECT singleton_key FROM memstate.types WHERE type = 'lg_item'").fetchone()
+            row = conn.execute(
+                "SELECT singleton_key FROM memstate.types WHERE type = 'lg_item'"
+            ).fetchone()
         assert row == ("ns_key",)

@@ -13,7 +13,14 @@ import psycopg
 import pytest
 
 from memstate_pg import Fact, NotFound
-from memstate_pg.mirrors import ChromaMirror, InMemoryMirror, Mirror, MirrorPoint, MirrorRecord, QdrantMirror
+from memstate_pg.mirrors import (
+    ChromaMirror,
+    InMemoryMirror,
+    Mirror,
+    MirrorPoint,
+    MirrorRecord,
+    QdrantMirror,
+)
 from memstate_pg.sync import SyncWorker
 from tests.helpers import register_test_types
 from tests.sync_procs import (

@@ -8,6 +8,7 @@ admin (`mem`, a superuser) writes the world and checks it afterwards.
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,7 +82,9 @@ def digest(dsn: str, namespace: str) -> dict[str, str]:
         for table in ("facts", "fact_versions", "commits", "outbox"):
             out[table] = conn.execute(
                 f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
-                f"FROM memstate.{table} t WHERE namespace = %s", [namespace]).fetchone()[0]
+                f"FROM memstate.{table} t WHERE namespace = %s",
+                [namespace],
+            ).fetchone()[0]
     return out
 
 
@@ -99,16 +102,28 @@ def sqlstate_of(conn: psycopg.Connection, query: str, params=None) -> str | None
 def world(mem: MemoryStore, secured: str) -> dict:
     """Namespaces a and b with facts, updates, a session, and three mirrors."""
     with psycopg.connect(secured, autocommit=True) as conn:
-        conn.execute("INSERT INTO memstate.mirrors (name, kind, namespaces) VALUES "
-                     "('all', 'memory', NULL), ('only_b', 'memory', '{b}'), ('ab', 'memory', '{a,b}')")
+        conn.execute(
+            "INSERT INTO memstate.mirrors (name, kind, namespaces) VALUES "
+            "('all', 'memory', NULL), ('only_b', 'memory', '{b}'), ('ab', 'memory', '{a,b}')"
+        )
     w: dict = {"model": mem.embedder.model}
     for ns in ("a", "b"):
         note = mem.commit(Fact(type="note", payload={"text": f"{ns} secret note"}), namespace=ns)
         mem.update(note, {"payload": {"text": f"{ns} secret note, edited"}})
-        city = mem.commit(Fact(type="profile", payload={"field": "city", "value": f"{ns}-town"}), namespace=ns)
-        sess = mem.commit(Fact(type="note", payload={"text": f"{ns} working memory"}), namespace=ns,
-                          session_id="s1")
-        w[ns] = {"note": note, "city": city, "sess": sess, "seq": mem.commits(namespace=ns, limit=1)[0]["seq"]}
+        city = mem.commit(
+            Fact(type="profile", payload={"field": "city", "value": f"{ns}-town"}), namespace=ns
+        )
+        sess = mem.commit(
+            Fact(type="note", payload={"text": f"{ns} working memory"}),
+            namespace=ns,
+            session_id="s1",
+        )
+        w[ns] = {
+            "note": note,
+            "city": city,
+            "sess": sess,
+            "seq": mem.commits(namespace=ns, limit=1)[0]["seq"],
+        }
     return w
 
 
@@ -159,7 +174,10 @@ def test_python_api_works_in_its_own_namespace(world, login, stores, mem):
     fid = app.commit(Fact(type="note", payload={"text": "new in a"}), namespace="a")
     assert app.update(fid, {"payload": {"text": "newer in a"}}) == 2
     # the singleton is per namespace: a's city is updated, b's untouched
-    assert app.commit(Fact(type="profile", payload={"field": "city", "value": "Rome"}), namespace="a") == a["city"]
+    assert (
+        app.commit(Fact(type="profile", payload={"field": "city", "value": "Rome"}), namespace="a")
+        == a["city"]
+    )
     assert mem.get(world["b"]["city"]).payload["value"] == "b-town"
     with app.transaction(namespace="a") as tx:
         tx.commit(Fact(type="note", payload={"text": "one"}))
@@ -185,26 +203,45 @@ def test_sql_reads_see_only_granted_namespaces(world, login, table):
         conn.execute("SET memstate.namespace = 'b'")
         assert conn.execute(f"SELECT count(*) FROM memstate.{table}").fetchone()[0] == 0
         conn.execute("RESET memstate.namespace")
-        assert conn.execute(f"SELECT count(*) FROM memstate.{table} WHERE namespace = 'b'").fetchone()[0] == 0
+        assert (
+            conn.execute(f"SELECT count(*) FROM memstate.{table} WHERE namespace = 'b'").fetchone()[
+                0
+            ]
+            == 0
+        )
 
 
 def test_sql_writes_to_another_namespace_change_nothing(world, login, secured):
     before = digest(secured, "b")
     b = world["b"]
     with psycopg.connect(login("memstate_app", "a")) as conn:
-        for query in ("UPDATE memstate.facts SET payload = '{\"text\": \"x\"}' WHERE namespace = 'b'",
-                      "DELETE FROM memstate.facts WHERE namespace = 'b'",
-                      "UPDATE memstate.commits SET undone_by = NULL WHERE namespace = 'b'",
-                      "DELETE FROM memstate.outbox WHERE namespace = 'b'"):
+        for query in (
+            "UPDATE memstate.facts SET payload = '{\"text\": \"x\"}' WHERE namespace = 'b'",
+            "DELETE FROM memstate.facts WHERE namespace = 'b'",
+            "UPDATE memstate.commits SET undone_by = NULL WHERE namespace = 'b'",
+            "DELETE FROM memstate.outbox WHERE namespace = 'b'",
+        ):
             state = sqlstate_of(conn, query)
             assert state in (None, "42501"), query  # nothing matched, or no privilege
         assert sqlstate_of(conn, "INSERT INTO memstate.commits (namespace) VALUES ('b')") == "42501"
-        assert sqlstate_of(conn, "INSERT INTO memstate.outbox (mirror, fact_id, namespace, seq, version, op) "
-                                 "VALUES ('all', gen_random_uuid(), 'b', 1, 1, 'put')") == "42501"
-        assert sqlstate_of(conn, "INSERT INTO memstate.facts (fact_id, namespace, type, payload, content, "
-                                 "embedding, embedding_model, version, commit_seq) VALUES (gen_random_uuid(), "
-                                 "'b', 'note', '{\"text\": \"x\"}', 'x', %s, %s, 1, 1)",
-                           [VEC, world["model"]]) == "42501"
+        assert (
+            sqlstate_of(
+                conn,
+                "INSERT INTO memstate.outbox (mirror, fact_id, namespace, seq, version, op) "
+                "VALUES ('all', gen_random_uuid(), 'b', 1, 1, 'put')",
+            )
+            == "42501"
+        )
+        assert (
+            sqlstate_of(
+                conn,
+                "INSERT INTO memstate.facts (fact_id, namespace, type, payload, content, "
+                "embedding, embedding_model, version, commit_seq) VALUES (gen_random_uuid(), "
+                "'b', 'note', '{\"text\": \"x\"}', 'x', %s, %s, 1, 1)",
+                [VEC, world["model"]],
+            )
+            == "42501"
+        )
         # the SQL functions: not found, or refused by the policies
         calls = {
             "SELECT memstate.commit_fact('b', 'note', '{\"text\": \"x\"}', NULL, %s::vector, %s)": "42501",
@@ -216,10 +253,18 @@ def test_sql_writes_to_another_namespace_change_nothing(world, login, secured):
         params = {0: [VEC, world["model"]], 1: [b["note"]], 3: [b["seq"]]}
         for i, (query, expected) in enumerate(calls.items()):
             assert sqlstate_of(conn, query, params.get(i)) == expected, query
-        assert conn.execute("SELECT count(*) FROM memstate.history(%s)", [b["note"]]).fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM memstate.history(%s)", [b["note"]]).fetchone()[0]
+            == 0
+        )
         assert conn.execute("SELECT count(*) FROM memstate.as_of('b', 1 << 60)").fetchone()[0] == 0
         assert conn.execute("SELECT memstate.seq_at('b', now())").fetchone()[0] is None
-        assert conn.execute("SELECT count(*) FROM memstate.search('b', %s::vector, 10)", [VEC]).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM memstate.search('b', %s::vector, 10)", [VEC]
+            ).fetchone()[0]
+            == 0
+        )
         assert conn.execute("SELECT memstate.promote_session('b', 's1')").fetchone()[0] is None
         assert conn.execute("SELECT memstate.discard_session('b', 's1')").fetchone()[0] is None
     assert digest(secured, "b") == before
@@ -230,19 +275,25 @@ def test_forged_open_commit_cannot_hang_versions_on_a_foreign_commit(world, logi
     must not let a's writes join that commit (its rollback would then undo them)."""
     before = digest(secured, "b")
     with psycopg.connect(login("memstate_app", "a")) as conn:
-        forged = '{"a": {"seq": %d, "keyed": false}}' % world["b"]["seq"]
+        forged = json.dumps({"a": {"seq": world["b"]["seq"], "keyed": False}})
         with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
             conn.execute("SELECT set_config('memstate.open_commits', %s, true)", [forged])
-            conn.execute("SELECT memstate.commit_fact('a', 'note', '{\"text\": \"x\"}', NULL, %s::vector, %s)",
-                         [VEC, world["model"]])
+            conn.execute(
+                "SELECT memstate.commit_fact('a', 'note', '{\"text\": \"x\"}', NULL, %s::vector, %s)",
+                [VEC, world["model"]],
+            )
     assert digest(secured, "b") == before
 
 
 def test_sql_fact_id_of_another_namespace_is_a_conflict(world, login, secured):
     before = digest(secured, "b")
     with psycopg.connect(login("memstate_app", "a")) as conn:
-        state = sqlstate_of(conn, "SELECT memstate.commit_fact('a', 'note', '{\"text\": \"x\"}', NULL, "
-                                  "%s::vector, %s, NULL, %s)", [VEC, world["model"], world["b"]["note"]])
+        state = sqlstate_of(
+            conn,
+            "SELECT memstate.commit_fact('a', 'note', '{\"text\": \"x\"}', NULL, "
+            "%s::vector, %s, NULL, %s)",
+            [VEC, world["model"], world["b"]["note"]],
+        )
     assert state == "MSC01"
     assert digest(secured, "b") == before
 
@@ -252,16 +303,18 @@ def test_row_security_cannot_be_switched_off_by_the_client(world, login):
         conn.execute("SET row_security = off")
         assert sqlstate_of(conn, "SELECT * FROM memstate.facts") == "42501"
         conn.execute("RESET row_security")
-        for query in ("ALTER TABLE memstate.facts DISABLE ROW LEVEL SECURITY",
-                      "ALTER TABLE memstate.facts NO FORCE ROW LEVEL SECURITY",
-                      "DROP POLICY ns_facts ON memstate.facts",
-                      "CREATE POLICY mine ON memstate.facts USING (true)",
-                      "INSERT INTO memstate.namespace_grants (role, pattern) VALUES (current_user, '*')",
-                      "UPDATE memstate.namespace_grants SET pattern = '*'",
-                      "DELETE FROM memstate.namespace_grants",
-                      "SET ROLE memstate_sync",
-                      "CREATE OR REPLACE FUNCTION memstate.namespace_patterns() RETURNS text[] "
-                      "LANGUAGE sql AS $$ SELECT '{%}'::text[] $$"):
+        for query in (
+            "ALTER TABLE memstate.facts DISABLE ROW LEVEL SECURITY",
+            "ALTER TABLE memstate.facts NO FORCE ROW LEVEL SECURITY",
+            "DROP POLICY ns_facts ON memstate.facts",
+            "CREATE POLICY mine ON memstate.facts USING (true)",
+            "INSERT INTO memstate.namespace_grants (role, pattern) VALUES (current_user, '*')",
+            "UPDATE memstate.namespace_grants SET pattern = '*'",
+            "DELETE FROM memstate.namespace_grants",
+            "SET ROLE memstate_sync",
+            "CREATE OR REPLACE FUNCTION memstate.namespace_patterns() RETURNS text[] "
+            "LANGUAGE sql AS $$ SELECT '{%}'::text[] $$",
+        ):
             assert sqlstate_of(conn, query) == "42501", query
 
 
@@ -275,9 +328,15 @@ def test_search_path_cannot_redefine_the_policy(world, login, pg_admin_dsn, secu
         admin.execute(f'CREATE SCHEMA evil AUTHORIZATION "{user}"')
     try:
         with psycopg.connect(dsn) as conn:
-            conn.execute("CREATE FUNCTION evil.yes(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
-            conn.execute("CREATE OPERATOR evil.~~ (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.yes)")
-            conn.execute("CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.yes)")
+            conn.execute(
+                "CREATE FUNCTION evil.yes(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT true'"
+            )
+            conn.execute(
+                "CREATE OPERATOR evil.~~ (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.yes)"
+            )
+            conn.execute(
+                "CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.yes)"
+            )
             conn.execute("SET search_path = evil, pg_catalog, public")
             assert conn.execute("SELECT 'a' = 'b'").fetchone()[0] is True  # the shadowing works...
             seen = [r[0] for r in conn.execute("SELECT namespace FROM memstate.facts")]
@@ -285,8 +344,12 @@ def test_search_path_cannot_redefine_the_policy(world, login, pg_admin_dsn, secu
             assert conn.execute("SELECT memstate.may_access('b')").fetchone()[0] is False
             # the SQL functions run with the caller's search_path (SECURITY INVOKER): the
             # caller breaks only its own calls, and the policies still refuse b
-            assert sqlstate_of(conn, "SELECT memstate.commit_fact('b', 'note', '{\"text\": \"x\"}', NULL, "
-                                     "%s::vector, %s)", [VEC, world["model"]]) in ("42501", "MSV01")
+            assert sqlstate_of(
+                conn,
+                "SELECT memstate.commit_fact('b', 'note', '{\"text\": \"x\"}', NULL, "
+                "%s::vector, %s)",
+                [VEC, world["model"]],
+            ) in ("42501", "MSV01")
     finally:
         with psycopg.connect(secured, autocommit=True) as admin:
             admin.execute("DROP SCHEMA evil CASCADE")
@@ -298,8 +361,14 @@ def test_narrowing_setting_from_the_store(world, login, stores, mem):
     should do, see SECURITY.md) sees only that namespace, even with a wider grant."""
     dsn = login("memstate_app", "*")
     mem.commit(Fact(type="note", payload={"text": "c note"}), namespace="c")
-    pool = ConnectionPool(dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=True,
-                          configure=lambda c: c.execute("SET memstate.namespace = 'a'"))
+    pool = ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True},
+        open=True,
+        configure=lambda c: c.execute("SET memstate.namespace = 'a'"),
+    )
     try:
         narrowed = stores(pool)
         assert {f.namespace for f in narrowed.query(namespace="a")} == {"a"}
@@ -315,17 +384,40 @@ def test_narrowing_setting_from_the_store(world, login, stores, mem):
 # --- grants ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("pattern", "namespace", "matches"), [
-    ("a", "a", True), ("a", "ab", False), ("a_1", "a_1", True), ("a_1", "ab1", False),
-    ("a%", "a%", True), ("a%", "abc", False), ("t-*", "t-42", True), ("t-*", "t-", True),
-    ("t-*", "t", False), ("*", "anything at all", True), ("*", "", True), ("a?", "a?", True),
-    ("a?", "ab", False), ("a\\*", "a*", True), ("a\\*", "ab", False), ("a\\\\b", "a\\b", True),
-    ("a\\", "a\\", True), ("a\\_", "a_", True), ("a\\_", "ax", False), ("*/x", "tenant/x", True),
-    ("*/x", "tenant/y", False), ("Ünï*", "Ünïcode", True), ("a", "A", False), ("x'; --", "x'; --", True),
-])
+@pytest.mark.parametrize(
+    ("pattern", "namespace", "matches"),
+    [
+        ("a", "a", True),
+        ("a", "ab", False),
+        ("a_1", "a_1", True),
+        ("a_1", "ab1", False),
+        ("a%", "a%", True),
+        ("a%", "abc", False),
+        ("t-*", "t-42", True),
+        ("t-*", "t-", True),
+        ("t-*", "t", False),
+        ("*", "anything at all", True),
+        ("*", "", True),
+        ("a?", "a?", True),
+        ("a?", "ab", False),
+        ("a\\*", "a*", True),
+        ("a\\*", "ab", False),
+        ("a\\\\b", "a\\b", True),
+        ("a\\", "a\\", True),
+        ("a\\_", "a_", True),
+        ("a\\_", "ax", False),
+        ("*/x", "tenant/x", True),
+        ("*/x", "tenant/y", False),
+        ("Ünï*", "Ünïcode", True),
+        ("a", "A", False),
+        ("x'; --", "x'; --", True),
+    ],
+)
 def test_glob_patterns(dsn, secured, pattern, namespace, matches):
     with psycopg.connect(secured) as conn:
-        got = conn.execute("SELECT %s LIKE memstate.glob_to_like(%s)", [namespace, pattern]).fetchone()[0]
+        got = conn.execute(
+            "SELECT %s LIKE memstate.glob_to_like(%s)", [namespace, pattern]
+        ).fetchone()[0]
     assert got is matches
 
 
@@ -353,9 +445,13 @@ def test_grants_table_shows_a_role_only_its_own_rows(world, login, secured):
     mine = login("memstate_app", "a", "a/*")
     login("memstate_app", "b")
     with psycopg.connect(mine) as conn:
-        rows = conn.execute("SELECT pattern FROM memstate.namespace_grants ORDER BY pattern").fetchall()
+        rows = conn.execute(
+            "SELECT pattern FROM memstate.namespace_grants ORDER BY pattern"
+        ).fetchall()
         assert [r[0] for r in rows] == ["a", "a/*"]
-        assert conn.execute("SELECT memstate.may_access('a/x'), memstate.may_access('b')").fetchone() == (True, False)
+        assert conn.execute(
+            "SELECT memstate.may_access('a/x'), memstate.may_access('b')"
+        ).fetchone() == (True, False)
     assert len(security.list_grants(secured)) >= 3
 
 
@@ -369,21 +465,28 @@ def test_without_a_grant_a_role_sees_and_writes_nothing(world, login, stores):
 # --- mirrors, outbox, reconciliation -------------------------------------------------------------
 
 
-def test_mirrors_visible_by_coverage_and_every_covering_mirror_gets_outbox_rows(world, login, stores, secured):
+def test_mirrors_visible_by_coverage_and_every_covering_mirror_gets_outbox_rows(
+    world, login, stores, secured
+):
     dsn = login("memstate_app", "a")
     with psycopg.connect(dsn) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM memstate.mirrors")}
     assert names == {"all", "ab"}
     fid = stores(dsn).commit(Fact(type="note", payload={"text": "fan out"}), namespace="a")
     with psycopg.connect(secured) as conn:
-        got = {r[0] for r in conn.execute("SELECT mirror FROM memstate.outbox WHERE fact_id = %s", [fid])}
+        got = {
+            r[0]
+            for r in conn.execute("SELECT mirror FROM memstate.outbox WHERE fact_id = %s", [fid])
+        }
     assert got == {"all", "ab"}
 
 
 def test_outbox_rows_name_facts_of_their_own_namespace(world, login):
     with psycopg.connect(login("memstate_app", "a")) as conn:
-        insert = ("INSERT INTO memstate.outbox (mirror, fact_id, namespace, seq, version, op) "
-                  "VALUES ('ab', %s, 'a', 1, 1, 'put')")
+        insert = (
+            "INSERT INTO memstate.outbox (mirror, fact_id, namespace, seq, version, op) "
+            "VALUES ('ab', %s, 'a', 1, 1, 'put')"
+        )
         assert sqlstate_of(conn, insert, [world["b"]["note"]]) == "42501"
         assert sqlstate_of(conn, insert, [world["a"]["note"]]) is None
 
@@ -391,9 +494,11 @@ def test_outbox_rows_name_facts_of_their_own_namespace(world, login):
 def test_reconcile_needs_sight_of_every_covered_namespace(world, login):
     """A mirror point whose fact this role cannot see is not a ghost: the guard the
     reconciler asks before deleting anything (memstate.can_reconcile)."""
-    checks = {("a",): {"all": False, "ab": False, "only_b": None},
-              ("a", "b"): {"all": False, "ab": True, "only_b": True},
-              ("*",): {"all": True, "ab": True, "only_b": True}}
+    checks = {
+        ("a",): {"all": False, "ab": False, "only_b": None},
+        ("a", "b"): {"all": False, "ab": True, "only_b": True},
+        ("*",): {"all": True, "ab": True, "only_b": True},
+    }
     for patterns, expected in checks.items():
         with psycopg.connect(login("memstate_sync", *patterns)) as conn:
             for mirror, ok in expected.items():
@@ -405,8 +510,11 @@ def test_lg_ttl_clocks_follow_their_fact(world, login, secured):
     with psycopg.connect(secured, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('memstate.lg_ttl')").fetchone()[0] is None:
             pytest.skip("the LangGraph tables are not installed")
-        conn.execute("INSERT INTO memstate.lg_ttl (fact_id, ttl_minutes, expires_at) "
-                     "VALUES (%s, 1, now() + interval '1 minute')", [world["b"]["note"]])
+        conn.execute(
+            "INSERT INTO memstate.lg_ttl (fact_id, ttl_minutes, expires_at) "
+            "VALUES (%s, 1, now() + interval '1 minute')",
+            [world["b"]["note"]],
+        )
     with psycopg.connect(login("memstate_app", "a"), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM memstate.lg_ttl").fetchone()[0] == 0
         conn.execute("SELECT memstate.lg_collect_ttl()")  # must not collect b's clock

@@ -430,3 +430,37 @@ def test_scheduled_reconcile_repairs_drift_behind_the_workers_back(store: SyncSt
     t.join(5)
     w.close()
     assert store.status()["mem"].last_reconcile["repaired"] >= 1
+
+
+def test_the_async_store_has_the_mirror_api(dsn: str) -> None:
+    import asyncio
+
+    from memstate_pg import AsyncMemoryStore
+    from memstate_pg.sync import AsyncMirrorsMixin
+
+    cls = AsyncMemoryStore if issubclass(AsyncMemoryStore, AsyncMirrorsMixin) else type(
+        "AsyncSyncStore", (AsyncMirrorsMixin, AsyncMemoryStore), {})
+
+    async def scenario() -> None:
+        async with cls(dsn) as astore:
+            await astore.register_schema("note", None, text_field="text")
+            await astore.commit(Fact(type="note", payload={"text": "before"}))
+            m = FlakyMirror(InMemoryMirror())
+            await astore.add_mirror(m, "amem")  # backfills the fact above
+            assert astore.mirror("amem") is m and (await astore.status())["amem"].pending == 1
+            fid = await astore.commit(Fact(type="note", payload={"text": "after"}))
+            worker = SyncWorker(astore, max_attempts=1)  # mirrors from astore.mirrors()
+            m.fail_before = 1.0
+            await asyncio.to_thread(worker.run_once)
+            assert await astore.requeue("amem") == 2
+            m.fail_before = 0.0
+            assert await asyncio.to_thread(worker.drain, 5)
+            worker.close()
+            m.inner.delete([str(fid)])
+            report = await astore.reconcile("amem")
+            assert report.missing == 1 and report.repaired == 1 and m.inner.count() == 2
+            assert len(await astore.dead_letters("amem")) == 0
+            await astore.remove_mirror("amem")
+            assert astore.mirrors() == {}
+
+    asyncio.run(scenario())

@@ -19,3 +19,5 @@ def require(module: str, extra: str = "bench"):
         return importlib.import_module(module)
     except ImportError as exc:
         raise PeerUnavailable(f"{module} is not installed (pip install -e '.[{extra}]')") from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. memstate 0.5.1 without aiosqlite: AttributeError
+        raise PeerUnavailable(f"{module} fails to import: {exc!r}") from exc

@@ -4,6 +4,8 @@ write path (the baseline for sync throughput)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -51,8 +53,10 @@ def chroma_client(path: str | None = None):
     chromadb = require("chromadb", "chroma")
     from chromadb.config import Settings
 
-    return chromadb.PersistentClient(path=path or tempfile.mkdtemp(prefix="bench-chroma-"),
-                                     settings=Settings(anonymized_telemetry=False))
+    if path is None:
+        path = tempfile.mkdtemp(prefix="bench-chroma-")
+        atexit.register(shutil.rmtree, path, True)
+    return chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
 
 
 def qdrant_client():

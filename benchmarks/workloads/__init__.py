@@ -17,6 +17,8 @@ WORKLOADS: dict[str, str] = {
     "mixed": "benchmarks.workloads.mixed",
     "sync": "benchmarks.workloads.sync",
     "reconcile": "benchmarks.workloads.reconcile",
+    "proposals": "benchmarks.workloads.proposals",
+    "delegated": "benchmarks.workloads.delegated",
 }
 
 

@@ -70,7 +70,7 @@ def proto_search(dsn: str) -> Iterator[None]:
 
 def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
     dsn, ds = ctx.dataset(kind, size)
-    _, qvecs = data.query_vectors(ds, ctx.sizes.queries)
+    _, qvecs = data.query_vectors(ds, ctx.sizes.filtered_queries)
     qlits = [data.vector_literal(v) for v in qvecs]
     buckets = [j % data.FILTER_BUCKETS for j in range(len(qvecs))]
     filters = [json.dumps({"bucket": b}) for b in buckets]

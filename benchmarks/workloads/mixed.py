@@ -141,8 +141,4 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         r = res.ratio(ours)
         res.target("mixed ops/s vs raw", r, "(no target in the issue; >= 0.8x expected)", None)
     res.notes.append("clients are Python threads in one process (the GIL is shared, as in a real app server)")
-    return res_list(res)
-
-
-def res_list(res: BenchResult) -> list[BenchResult]:
     return [res]

@@ -57,7 +57,9 @@ class AsyncMemStateCheckpointer(BaseMemStateCheckpointer):
     ) -> None:
         super().__init__(serde=serde)
         if not isinstance(conn, AsyncConnection | AsyncConnectionPool):
-            raise TypeError("AsyncMemStateCheckpointer takes a psycopg AsyncConnection or AsyncConnectionPool")
+            raise TypeError(
+                "AsyncMemStateCheckpointer takes a psycopg AsyncConnection or AsyncConnectionPool"
+            )
         self.conn = conn
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
@@ -69,7 +71,9 @@ class AsyncMemStateCheckpointer(BaseMemStateCheckpointer):
         cls, conn_string: str, *, serde: SerializerProtocol | None = None
     ) -> AsyncIterator[AsyncMemStateCheckpointer]:
         """A saver on its own autocommit connection, closed on exit."""
-        async with await AsyncConnection.connect(conn_string, autocommit=True, prepare_threshold=0) as conn:
+        async with await AsyncConnection.connect(
+            conn_string, autocommit=True, prepare_threshold=0
+        ) as conn:
             saver = cls(conn, serde=serde)
             saver._dsn = conn_string
             yield saver
@@ -81,7 +85,10 @@ class AsyncMemStateCheckpointer(BaseMemStateCheckpointer):
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[DictRow]]:
         if isinstance(self.conn, AsyncConnectionPool):
-            async with self.conn.connection() as conn, conn.cursor(binary=True, row_factory=dict_row) as cur:
+            async with (
+                self.conn.connection() as conn,
+                conn.cursor(binary=True, row_factory=dict_row) as cur,
+            ):
                 yield cur
         else:
             async with self.lock, self.conn.cursor(binary=True, row_factory=dict_row) as cur:
@@ -151,7 +158,9 @@ class AsyncMemStateCheckpointer(BaseMemStateCheckpointer):
             await self._execute(DELETE_FOR_RUNS_SQL, {"run_ids": ids})
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._execute(COPY_THREAD_SQL, {"source": str(source_thread_id), "target": str(target_thread_id)})
+        await self._execute(
+            COPY_THREAD_SQL, {"source": str(source_thread_id), "target": str(target_thread_id)}
+        )
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         params = self._prune_params(thread_ids, strategy)

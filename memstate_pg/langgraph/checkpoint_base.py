@@ -112,13 +112,19 @@ FROM unnest(%(idx)s::int[], %(channels)s::text[], %(types)s::text[], %(blobs)s::
 """
 # A task's special writes (errors, interrupts, ...) replace an earlier report of the same
 # kind; ordinary writes are written once and a retried put_writes keeps the first.
-UPSERT_WRITES_SQL = _WRITES_SQL + """
+UPSERT_WRITES_SQL = (
+    _WRITES_SQL
+    + """
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
     channel = excluded.channel, type = excluded.type, blob = excluded.blob
 """
-INSERT_WRITES_SQL = _WRITES_SQL + """
+)
+INSERT_WRITES_SQL = (
+    _WRITES_SQL
+    + """
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
 """
+)
 
 DELETE_THREAD_SQL = "SELECT memstate.lg_delete_thread(%(thread_id)s)"
 COPY_THREAD_SQL = "SELECT memstate.lg_copy_thread(%(source)s, %(target)s)"
@@ -219,7 +225,9 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
             "parent_checkpoint_id": conf.get("checkpoint_id"),
             "checkpoint_type": checkpoint_type,
             "checkpoint": checkpoint_blob,
-            "channel_versions": jsonb({k: str(v) for k, v in checkpoint["channel_versions"].items()}),
+            "channel_versions": jsonb(
+                {k: str(v) for k, v in checkpoint["channel_versions"].items()}
+            ),
             "metadata": jsonb(get_serializable_checkpoint_metadata(config, metadata)),
             "channels": channels,
             "versions": versions,
@@ -250,7 +258,9 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
             channels.append(channel)
             types.append(type_)
             blobs.append(blob)
-        query = UPSERT_WRITES_SQL if all(w[0] in WRITES_IDX_MAP for w in writes) else INSERT_WRITES_SQL
+        query = (
+            UPSERT_WRITES_SQL if all(w[0] in WRITES_IDX_MAP for w in writes) else INSERT_WRITES_SQL
+        )
         return query, {
             "thread_id": str(conf["thread_id"]),
             "checkpoint_ns": conf.get("checkpoint_ns") or "",
@@ -265,15 +275,22 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
 
     def _get_statement(self, config: RunnableConfig) -> tuple[str, dict[str, Any]]:
         conf = _configurable(config)
-        params = {"thread_id": str(conf["thread_id"]), "checkpoint_ns": conf.get("checkpoint_ns") or ""}
+        params = {
+            "thread_id": str(conf["thread_id"]),
+            "checkpoint_ns": conf.get("checkpoint_ns") or "",
+        }
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
             params["checkpoint_id"] = checkpoint_id
-            where = ("WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s "
-                     "AND c.checkpoint_id = %(checkpoint_id)s")
+            where = (
+                "WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s "
+                "AND c.checkpoint_id = %(checkpoint_id)s"
+            )
         else:
-            where = ("WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s "
-                     "ORDER BY c.checkpoint_id DESC LIMIT 1")
+            where = (
+                "WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s "
+                "ORDER BY c.checkpoint_id DESC LIMIT 1"
+            )
         return _SELECT + where, params
 
     def _list_statement(
@@ -327,7 +344,9 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
     # -- rows ----------------------------------------------------------------------------
 
     def _load_tuple(self, row: Mapping[str, Any]) -> CheckpointTuple:
-        checkpoint = cast(Checkpoint, self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"]))))
+        checkpoint = cast(
+            Checkpoint, self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
+        )
         values: dict[str, Any] = {}
         for channel, type_, blob in row["blobs"] or ():
             type_name = bytes(type_).decode()
@@ -337,13 +356,25 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
         thread_id, checkpoint_ns = row["thread_id"], row["checkpoint_ns"]
         parent = row["parent_checkpoint_id"]
         return CheckpointTuple(
-            config={"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns,
-                                     "checkpoint_id": row["checkpoint_id"]}},
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": checkpoint_ns,
+                    "checkpoint_id": row["checkpoint_id"],
+                }
+            },
             checkpoint=checkpoint,
             metadata=cast(CheckpointMetadata, row["metadata"]),
             parent_config=(
-                {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": parent}}
-                if parent else None
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": checkpoint_ns,
+                        "checkpoint_id": parent,
+                    }
+                }
+                if parent
+                else None
             ),
             pending_writes=self._load_writes(row["writes"]),
         )
@@ -351,10 +382,18 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
     def _load_writes(self, writes: Sequence[Sequence[bytes]] | None) -> list[tuple[str, str, Any]]:
         """(task_id, channel, value) in `writes_sort_key` order, as LangGraph replays them."""
         decoded = [
-            (bytes(task_id).decode(), bytes(channel).decode(), bytes(type_).decode(), bytes(blob),
-             bytes(task_path).decode(), int(bytes(idx)))
+            (
+                bytes(task_id).decode(),
+                bytes(channel).decode(),
+                bytes(type_).decode(),
+                bytes(blob),
+                bytes(task_path).decode(),
+                int(bytes(idx)),
+            )
             for task_id, channel, type_, blob, task_path, idx in writes or ()
         ]
         decoded.sort(key=lambda w: writes_sort_key(w[4], w[0], w[5]))
-        return [(task_id, channel, self.serde.loads_typed((type_, blob)))
-                for task_id, channel, type_, blob, _, _ in decoded]
+        return [
+            (task_id, channel, self.serde.loads_typed((type_, blob)))
+            for task_id, channel, type_, blob, _, _ in decoded
+        ]

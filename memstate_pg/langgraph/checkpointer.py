@@ -2,7 +2,9 @@
 
 A thin sync shell over checkpoint_base.py (SQL, parameters, row conversions). It takes a
 psycopg ``Connection`` (shared between threads under a lock, as PostgresSaver does) or a
-``ConnectionPool`` (one pooled connection per call). Its ``a*`` methods run the sync ones
+``ConnectionPool`` (one pooled connection per call). Like PostgresSaver it expects
+``autocommit=True`` connections: each call is then its own transaction, or part of the
+caller's when one is open on that connection (``with conn.transaction(): ...``). Its ``a*`` methods run the sync ones
 in a worker thread, so the same saver also serves ``graph.ainvoke``.
 
     with MemStateCheckpointer.from_conn_string(dsn) as saver:
@@ -103,7 +105,10 @@ class MemStateCheckpointer(BaseMemStateCheckpointer):
     @contextmanager
     def _cursor(self) -> Iterator[psycopg.Cursor[DictRow]]:
         if isinstance(self.conn, ConnectionPool):
-            with self.conn.connection() as conn, conn.cursor(binary=True, row_factory=dict_row) as cur:
+            with (
+                self.conn.connection() as conn,
+                conn.cursor(binary=True, row_factory=dict_row) as cur,
+            ):
                 yield cur
         else:
             with self.lock, self.conn.cursor(binary=True, row_factory=dict_row) as cur:
@@ -180,7 +185,9 @@ class MemStateCheckpointer(BaseMemStateCheckpointer):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, blob and write of a thread (the whole parent chain)."""
-        self._execute(COPY_THREAD_SQL, {"source": str(source_thread_id), "target": str(target_thread_id)})
+        self._execute(
+            COPY_THREAD_SQL, {"source": str(source_thread_id), "target": str(target_thread_id)}
+        )
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """`keep_latest`: only each namespace's latest checkpoint stays; `delete`: all goes.

@@ -74,7 +74,9 @@ class LangChainIndexEmbedder:
         self.model = validate_model_name(model)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _checked(self.embeddings.embed_documents(texts), self.dim, len(texts)) if texts else []
+        return (
+            _checked(self.embeddings.embed_documents(texts), self.dim, len(texts)) if texts else []
+        )
 
     def embed_query(self, text: str) -> list[float]:
         return _checked([self.embeddings.embed_query(text)], self.dim, 1)[0]
@@ -139,7 +141,11 @@ class TextExtractor:
         self._tokens = [(f, "$" if f == "$" else tokenize_path(f)) for f in self.fields]
 
     def text(self, value: Mapping[str, Any], index: Sequence[str] | None = None) -> str | None:
-        tokens = self._tokens if index is None else [(f, "$" if f == "$" else tokenize_path(f)) for f in index]
+        tokens = (
+            self._tokens
+            if index is None
+            else [(f, "$" if f == "$" else tokenize_path(f)) for f in index]
+        )
         texts: list[str] = []
         for _, path in tokens:
             if path == "$":

@@ -42,8 +42,10 @@ from ..models import Constraint, FactVersion
 from ..store import MemoryStore
 from .embeddings import index_embedder
 from .store_core import (
+    Atomic,
     Begin,
     CommitFact,
+    CommitFacts,
     DeleteFact,
     EmbedDocuments,
     EmbedQueries,
@@ -87,7 +89,9 @@ class MemStateStore(StoreCore, BaseStore):
         actor: str | None = "langgraph",
     ) -> None:
         if not isinstance(memory, MemoryStore):
-            raise TypeError("MemStateStore takes a MemoryStore (use AsyncMemStateStore for AsyncMemoryStore)")
+            raise TypeError(
+                "MemStateStore takes a MemoryStore (use AsyncMemStateStore for AsyncMemoryStore)"
+            )
         self._memory = memory
         self.index_config = index
         self._init_core(
@@ -137,7 +141,9 @@ class MemStateStore(StoreCore, BaseStore):
             return
         rows = self._run(_read_type(self.type_name))
         if not rows or rows[0]["singleton_key"] != "ns_key":
-            self._memory.register_schema(self.type_name, None, constraint=Constraint(singleton_key="ns_key"))
+            self._memory.register_schema(
+                self.type_name, None, constraint=Constraint(singleton_key="ns_key")
+            )
         self._type_ready = True
 
     # -- BaseStore ---------------------------------------------------------------------
@@ -162,7 +168,9 @@ class MemStateStore(StoreCore, BaseStore):
 
     def rollback(self, steps: int = 1, *, reason: str | None = None) -> int:
         """Undo the last `steps` commits of this store's namespace (a batch is one)."""
-        return self._memory.rollback(steps, namespace=self.namespace, actor=self.actor, reason=reason)
+        return self._memory.rollback(
+            steps, namespace=self.namespace, actor=self.actor, reason=reason
+        )
 
     def revert(self, seq: int, *, reason: str | None = None) -> int:
         """Undo one commit (e.g. the one that wrote a bad memory); reverting a rollback is redo."""
@@ -174,14 +182,18 @@ class MemStateStore(StoreCore, BaseStore):
         """Delete the items whose TTL expired (one undoable commit); returns how many."""
         return self._run(self._op_sweep())
 
-    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> concurrent.futures.Future[None]:
+    def start_ttl_sweeper(
+        self, sweep_interval_minutes: float | None = None
+    ) -> concurrent.futures.Future[None]:
         """Sweep every `sweep_interval_minutes` (default: the TTLConfig's, else 5) in a
         daemon thread until stop_ttl_sweeper() or the Future is cancelled."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         if self._sweeper is not None and self._sweeper.is_alive():
             future.add_done_callback(lambda f: self._stop.set() if f.cancelled() else None)
             return future
-        interval = 60.0 * float(sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5)
+        interval = 60.0 * float(
+            sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
+        )
         self._stop.clear()
 
         def loop() -> None:
@@ -235,12 +247,25 @@ class MemStateStore(StoreCore, BaseStore):
                             conn.execute(request.query, request.params)
                             result = None
                         elif isinstance(request, Begin):
-                            tx = stack.enter_context(mem.transaction(namespace=self.namespace, actor=self.actor,
-                                                                     conn=conn))
+                            tx = stack.enter_context(
+                                mem.transaction(
+                                    namespace=self.namespace, actor=self.actor, conn=conn
+                                )
+                            )
                             result = None
+                        elif isinstance(request, Atomic):
+                            stack.enter_context(conn.transaction())
+                            result = None
+                        elif isinstance(request, CommitFacts):
+                            result = mem.commit_many(
+                                request.facts, namespace=self.namespace, actor=self.actor, conn=conn
+                            )
                         elif isinstance(request, CommitFact):
-                            result = (tx.commit(request.fact) if tx is not None
-                                      else mem.commit(request.fact, actor=self.actor, conn=conn))
+                            result = (
+                                tx.commit(request.fact)
+                                if tx is not None
+                                else mem.commit(request.fact, actor=self.actor, conn=conn)
+                            )
                         elif isinstance(request, DeleteFact):
                             result = self._delete(conn, tx, request)
                         else:
@@ -254,8 +279,12 @@ class MemStateStore(StoreCore, BaseStore):
     def _delete(self, conn: psycopg.Connection, tx: Any, request: DeleteFact) -> bool:
         try:
             if tx is None:
-                self._memory.delete(request.fact_id, expected_version=request.expected_version, actor=self.actor,
-                                    conn=conn)
+                self._memory.delete(
+                    request.fact_id,
+                    expected_version=request.expected_version,
+                    actor=self.actor,
+                    conn=conn,
+                )
             else:
                 with conn.transaction():  # a savepoint: a lost race must not spoil the batch
                     tx.delete(request.fact_id, expected_version=request.expected_version)
@@ -281,7 +310,9 @@ class AsyncMemStateStore(StoreCore, BaseStore):
         actor: str | None = "langgraph",
     ) -> None:
         if not isinstance(memory, AsyncMemoryStore):
-            raise TypeError("AsyncMemStateStore takes an AsyncMemoryStore (use MemStateStore for MemoryStore)")
+            raise TypeError(
+                "AsyncMemStateStore takes an AsyncMemoryStore (use MemStateStore for MemoryStore)"
+            )
         self._memory = memory
         self.index_config = index
         self._init_core(
@@ -334,7 +365,9 @@ class AsyncMemStateStore(StoreCore, BaseStore):
             return
         rows = await self._arun(_read_type(self.type_name))
         if not rows or rows[0]["singleton_key"] != "ns_key":
-            await self._memory.register_schema(self.type_name, None, constraint=Constraint(singleton_key="ns_key"))
+            await self._memory.register_schema(
+                self.type_name, None, constraint=Constraint(singleton_key="ns_key")
+            )
         self._type_ready = True
 
     # -- BaseStore ---------------------------------------------------------------------
@@ -353,8 +386,9 @@ class AsyncMemStateStore(StoreCore, BaseStore):
             running = None
         if self.loop is None or running is self.loop:
             raise asyncio.InvalidStateError(
-                "Synchronous calls to AsyncMemStateStore are only allowed from a thread other than "
-                "the event loop it runs on; use the async methods (aput, aget, asearch, ...)."
+                "Synchronous calls to AsyncMemStateStore run on its event loop and are only allowed "
+                "from another thread once it has one (create or first use it in async code); on the "
+                "loop itself use the async methods (aput, aget, asearch, ...)."
             )
         return asyncio.run_coroutine_threadsafe(self.abatch(ops), self.loop).result()
 
@@ -367,7 +401,9 @@ class AsyncMemStateStore(StoreCore, BaseStore):
         return await self._arun(self._op_fact_id(namespace, key))
 
     async def rollback(self, steps: int = 1, *, reason: str | None = None) -> int:
-        return await self._memory.rollback(steps, namespace=self.namespace, actor=self.actor, reason=reason)
+        return await self._memory.rollback(
+            steps, namespace=self.namespace, actor=self.actor, reason=reason
+        )
 
     async def revert(self, seq: int, *, reason: str | None = None) -> int:
         return await self._memory.revert(seq, actor=self.actor, reason=reason)
@@ -377,11 +413,15 @@ class AsyncMemStateStore(StoreCore, BaseStore):
     async def sweep_ttl(self) -> int:
         return await self._arun(self._op_sweep())
 
-    async def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> asyncio.Task[None]:
+    async def start_ttl_sweeper(
+        self, sweep_interval_minutes: float | None = None
+    ) -> asyncio.Task[None]:
         """Sweep every `sweep_interval_minutes` (default: the TTLConfig's, else 5) in a task."""
         if self._sweeper is not None and not self._sweeper.done():
             return self._sweeper
-        interval = 60.0 * float(sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5)
+        interval = 60.0 * float(
+            sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
+        )
 
         async def loop() -> None:
             while True:
@@ -419,7 +459,11 @@ class AsyncMemStateStore(StoreCore, BaseStore):
                     if isinstance(request, EmbedDocuments):
                         result = await self.embedder.aembed_documents(request.texts)
                     elif isinstance(request, EmbedQueries):
-                        result = list(await asyncio.gather(*(self.embedder.aembed_query(t) for t in request.texts)))
+                        result = list(
+                            await asyncio.gather(
+                                *(self.embedder.aembed_query(t) for t in request.texts)
+                            )
+                        )
                     else:
                         if conn is None:
                             await mem.open_pool()
@@ -433,11 +477,24 @@ class AsyncMemStateStore(StoreCore, BaseStore):
                             result = None
                         elif isinstance(request, Begin):
                             tx = await stack.enter_async_context(
-                                mem.transaction(namespace=self.namespace, actor=self.actor, conn=conn))
+                                mem.transaction(
+                                    namespace=self.namespace, actor=self.actor, conn=conn
+                                )
+                            )
                             result = None
+                        elif isinstance(request, Atomic):
+                            await stack.enter_async_context(conn.transaction())
+                            result = None
+                        elif isinstance(request, CommitFacts):
+                            result = await mem.commit_many(
+                                request.facts, namespace=self.namespace, actor=self.actor, conn=conn
+                            )
                         elif isinstance(request, CommitFact):
-                            result = (await tx.commit(request.fact) if tx is not None
-                                      else await mem.commit(request.fact, actor=self.actor, conn=conn))
+                            result = (
+                                await tx.commit(request.fact)
+                                if tx is not None
+                                else await mem.commit(request.fact, actor=self.actor, conn=conn)
+                            )
                         elif isinstance(request, DeleteFact):
                             result = await self._adelete(conn, tx, request)
                         else:
@@ -451,8 +508,12 @@ class AsyncMemStateStore(StoreCore, BaseStore):
     async def _adelete(self, conn: psycopg.AsyncConnection, tx: Any, request: DeleteFact) -> bool:
         try:
             if tx is None:
-                await self._memory.delete(request.fact_id, expected_version=request.expected_version,
-                                          actor=self.actor, conn=conn)
+                await self._memory.delete(
+                    request.fact_id,
+                    expected_version=request.expected_version,
+                    actor=self.actor,
+                    conn=conn,
+                )
             else:
                 async with conn.transaction():  # a savepoint: a lost race must not spoil the batch
                     await tx.delete(request.fact_id, expected_version=request.expected_version)
@@ -464,4 +525,3 @@ class AsyncMemStateStore(StoreCore, BaseStore):
 def _read_type(type_name: str) -> StoreOp:
     rows = yield Read(_TYPE_SQL, {"type": type_name})
     return rows
-

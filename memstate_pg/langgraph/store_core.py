@@ -91,10 +91,23 @@ class Begin:
 
 
 @dataclass(frozen=True, slots=True)
+class Atomic:
+    """What follows is one database transaction (not a memstate commit of its own: the
+    commits inside it make those), so TTL clocks commit with their facts."""
+
+
+@dataclass(frozen=True, slots=True)
 class CommitFact:
     """MemoryStore.commit (or tx.commit): returns the fact id."""
 
     fact: Fact
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFacts:
+    """MemoryStore.commit_many: one commit, the writes pipelined; returns the fact ids."""
+
+    facts: list[Fact]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +167,9 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def translate_filter(filter: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def translate_filter(
+    filter: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A LangGraph filter -> (containment document, conditions) for memstate.lg_search.
 
     Scalar equalities (also nested, and ``$eq`` with a scalar) go into one jsonb
@@ -184,7 +199,9 @@ def translate_filter(filter: Mapping[str, Any] | None) -> tuple[dict[str, Any], 
                 if name == "eq" and _is_scalar(operand):
                     _put(contains, path, operand)
                 else:
-                    conditions.append({"path": ["value", *path], "op": name, "value": _plain(operand)})
+                    conditions.append(
+                        {"path": ["value", *path], "op": name, "value": _plain(operand)}
+                    )
         elif isinstance(wanted, list | tuple):
             conditions.append({"path": ["value", *path], "op": "eq", "value": _plain(wanted)})
         else:
@@ -234,14 +251,25 @@ def merge_patterns(paths: Iterable[Sequence[str]]) -> list[str] | None:
 
 def item_from_row(row: Mapping[str, Any]) -> Item:
     payload = row["payload"]
-    return Item(value=payload["value"], key=payload["key"], namespace=tuple(payload["ns"]),
-                created_at=row["created_at"], updated_at=row["updated_at"])
+    return Item(
+        value=payload["value"],
+        key=payload["key"],
+        namespace=tuple(payload["ns"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def search_item_from_row(row: Mapping[str, Any]) -> SearchItem:
     payload = row["payload"]
-    return SearchItem(namespace=tuple(payload["ns"]), key=payload["key"], value=payload["value"],
-                      created_at=row["created_at"], updated_at=row["updated_at"], score=row["score"])
+    return SearchItem(
+        namespace=tuple(payload["ns"]),
+        key=payload["key"],
+        value=payload["value"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        score=row["score"],
+    )
 
 
 # --- the shared core -----------------------------------------------------------------------
@@ -304,14 +332,20 @@ class StoreCore:
             query_vectors = dict(zip(queries, (yield EmbedQueries(queries)), strict=True))
 
         if gets:
-            rows = yield Read(GET_SQL, self._get_params(
-                {ns_key(op.namespace, op.key) for _, op in gets},
-                {ns_key(op.namespace, op.key) for _, op in gets if op.refresh_ttl}))
+            rows = yield Read(
+                GET_SQL,
+                self._get_params(
+                    {ns_key(op.namespace, op.key) for _, op in gets},
+                    {ns_key(op.namespace, op.key) for _, op in gets if op.refresh_ttl},
+                ),
+            )
             found = {row["payload"]["ns_key"]: item_from_row(row) for row in rows}
             for i, op in gets:
                 results[i] = found.get(ns_key(op.namespace, op.key))
         for i, op in searches:
-            rows = yield Read(SEARCH_SQL, self._search_params(op, query_vectors.get(op.query or "")))
+            rows = yield Read(
+                SEARCH_SQL, self._search_params(op, query_vectors.get(op.query or ""))
+            )
             results[i] = [search_item_from_row(row) for row in rows]
         for i, op in lists:
             params = self._list_params(op)
@@ -322,11 +356,21 @@ class StoreCore:
         return results
 
     def _get_params(self, keys: Iterable[str], refresh: Iterable[str]) -> dict[str, Any]:
-        return {"namespace": self.namespace, "type": self.type_name, "keys": sorted(keys),
-                "refresh_keys": sorted(refresh), "omit": self._omit_expired}
+        return {
+            "namespace": self.namespace,
+            "type": self.type_name,
+            "keys": sorted(keys),
+            "refresh_keys": sorted(refresh),
+            "omit": self._omit_expired,
+        }
 
     def _search_params(self, op: SearchOp, vector: list[float] | None) -> dict[str, Any]:
-        if not isinstance(op.limit, int) or not isinstance(op.offset, int) or op.limit < 0 or op.offset < 0:
+        if (
+            not isinstance(op.limit, int)
+            or not isinstance(op.offset, int)
+            or op.limit < 0
+            or op.offset < 0
+        ):
             raise ValidationFailed("search limit and offset must be non-negative ints")
         contains, conditions = translate_filter(op.filter)
         return {
@@ -372,24 +416,39 @@ class StoreCore:
         texts = [self._text(op) for op in upserts]
         wanted = [t for t in texts if t is not None]
         vectors = iter((yield EmbedDocuments(wanted)) if wanted else [])
-        facts = [self._fact(op, text, next(vectors) if text is not None else None)
-                 for op, text in zip(upserts, texts, strict=True)]
+        facts = [
+            self._fact(op, text, next(vectors) if text is not None else None)
+            for op, text in zip(upserts, texts, strict=True)
+        ]
 
         doomed: list[dict[str, Any]] = []
         if deletes:
-            doomed = yield Read(GET_SQL, self._get_params((ns_key(op.namespace, op.key) for op in deletes), ()))
-        with_ttl = [op.ttl for op in upserts]
+            doomed = yield Read(
+                GET_SQL, self._get_params((ns_key(op.namespace, op.key) for op in deletes), ())
+            )
+        ttls = [op.ttl for op in upserts]
         clocks = [row["fact_id"] for row in doomed if "ttl" in row["payload"]]
-        if len(facts) + len(doomed) > 1 or any(t is not None for t in with_ttl) or clocks:
+        if doomed:
+            # puts and deletes in one memstate commit (each write is a round trip)
             yield Begin()
-        for fact, ttl in zip(facts, with_ttl, strict=True):
-            fact_id = yield CommitFact(fact)
+            fact_ids = []
+            for fact in facts:
+                fact_ids.append((yield CommitFact(fact)))
+            for row in doomed:
+                yield DeleteFact(row["fact_id"])
+            if clocks:
+                yield Write(TTL_DROP_SQL, {"ids": clocks})
+        else:
+            # puts only: one commit, one pipelined round trip for all of them
+            if any(t is not None for t in ttls):
+                yield Atomic()
+            if len(facts) == 1:
+                fact_ids = [(yield CommitFact(facts[0]))]
+            else:
+                fact_ids = yield CommitFacts(facts)
+        for fact_id, ttl in zip(fact_ids, ttls, strict=True):
             if ttl is not None:
                 yield Write(TTL_SET_SQL, {"fact_id": fact_id, "ttl": float(ttl)})
-        for row in doomed:
-            yield DeleteFact(row["fact_id"])
-        if clocks:
-            yield Write(TTL_DROP_SQL, {"ids": clocks})
 
     def _text(self, op: PutOp) -> str | None:
         if op.index is False:
@@ -399,7 +458,9 @@ class StoreCore:
     def _fact(self, op: PutOp, text: str | None, vector: list[float] | None) -> Fact:
         if not isinstance(op.value, Mapping):
             raise ValidationFailed("an item's value must be a dict")
-        if op.ttl is not None and (not isinstance(op.ttl, int | float) or isinstance(op.ttl, bool) or op.ttl <= 0):
+        if op.ttl is not None and (
+            not isinstance(op.ttl, int | float) or isinstance(op.ttl, bool) or op.ttl <= 0
+        ):
             raise ValidationFailed(f"ttl must be a positive number of minutes, not {op.ttl!r}")
         namespace = list(op.namespace)
         payload: dict[str, Any] = {
@@ -412,10 +473,14 @@ class StoreCore:
         }
         if op.ttl is not None:
             payload["ttl"] = float(op.ttl)
-        return Fact(type=self.type_name, payload=payload, namespace=self.namespace,
-                    content=text if text is not None else "",
-                    embedding=vector if vector is not None else self._unindexed,
-                    embedding_model=self.embedder.model)
+        return Fact(
+            type=self.type_name,
+            payload=payload,
+            namespace=self.namespace,
+            content=text if text is not None else "",
+            embedding=vector if vector is not None else self._unindexed,
+            embedding_model=self.embedder.model,
+        )
 
     # -- TTL sweep and history -------------------------------------------------------------
 
@@ -435,8 +500,14 @@ class StoreCore:
         return len(swept)
 
     def _op_history(self, namespace: Sequence[str], key: str) -> StoreOp:
-        rows = yield Read(HISTORY_SQL, {"namespace": self.namespace, "type": self.type_name,
-                                        "ns_key": ns_key(list(namespace), str(key))})
+        rows = yield Read(
+            HISTORY_SQL,
+            {
+                "namespace": self.namespace,
+                "type": self.type_name,
+                "ns_key": ns_key(list(namespace), str(key)),
+            },
+        )
         return [FactVersion(**row) for row in rows]
 
     def _op_fact_id(self, namespace: Sequence[str], key: str) -> StoreOp:

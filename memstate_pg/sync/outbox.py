@@ -127,7 +127,7 @@ def load_configs(conn: psycopg.Connection) -> dict[str, MirrorConfig]:
 def claim(conn: psycopg.Connection, mirror: str, limit: int) -> list[ClaimedRow]:
     """Claim up to `limit` ready rows of `mirror` in the caller's open transaction."""
     rows = _rows(conn, "claim", {"mirror": mirror, "limit": limit})
-    return [ClaimedRow(r["id"], r["fact_id"], r["seq"], r["attempts"], True) for r in rows]
+    return [ClaimedRow(r["id"], r["fact_id"], r["seq"], r["attempts"], r["locked"]) for r in rows]
 
 
 def ack(conn: psycopg.Connection, mirror: str, ids: Sequence[int]) -> None:

@@ -147,9 +147,15 @@ class SyncWorker:
                     return own
                 with self._connection() as conn:
                     names = [n for n, c in outbox.load_configs(conn).items() if c.enabled]
+                found = {}
+                for name in names:  # every registered mirror this process can reach
+                    try:
+                        found[name] = lookup_mirror(self.store, name)
+                    except NotFound as exc:
+                        log.warning("not syncing %s: %s", name, exc)
             else:
                 names = [spec] if isinstance(spec, str) else list(spec)
-            found = {name: lookup_mirror(self.store, name) for name in names}
+                found = {name: lookup_mirror(self.store, name) for name in names}
         if not found:
             raise ValueError("no mirrors to sync: register one with add_mirror() or pass mirrors=")
         with self._connection() as conn:

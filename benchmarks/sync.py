@@ -1,0 +1,322 @@
+"""Sync benchmark: outbox-to-mirror throughput vs the raw client, and commit-to-visible lag.
+
+    python -m benchmarks.sync                 # embedded Postgres, or MEMSTATE_DSN if set
+    python -m benchmarks.sync --facts 5000 --runs 3 --lag-seconds 10 --rate 200
+
+1. **Throughput.** N facts are committed while the worker is stopped; then the clock runs
+   while ``SyncWorker.drain()`` claims, reads (vectors included), writes and acknowledges
+   them all. The baseline is the raw client upserting the very same ids, vectors, documents
+   and metadata in the same batch size into a fresh collection (records prepared in memory
+   beforehand, so the baseline pays for nothing but the writes). Ratio = sync / raw.
+   Target: >= 0.8x. Chroma embedded (PersistentClient) and Qdrant local mode.
+2. **Lag.** A worker process runs ``run_forever`` (LISTEN/NOTIFY) into Chroma embedded
+   while this process commits at a steady `rate` per second for `lag_seconds`; the lag
+   of a fact is the time from its commit returning to the mirror's upsert of it returning
+   (both CLOCK_MONOTONIC, which is system-wide on Linux). Target: p99 < 250 ms.
+3. Optionally (``--reconcile-facts 100000``) reconciliation of a large mirror: time, and
+   the peak of Python allocations while it runs (tracemalloc), which stays O(page_size).
+
+Every figure is the median of `runs` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from memstate_pg import Fact, MemoryStore, migrations
+from memstate_pg.embedders import HashingEmbedder
+from memstate_pg.mirrors import ChromaMirror, Mirror, MirrorRecord, QdrantMirror
+from memstate_pg.mirrors.base import build_payload
+from memstate_pg.mirrors.chroma import encode_metadata
+from memstate_pg.sync import MirrorsMixin, SyncWorker
+from memstate_pg.sync.apply import build_record, read_states
+from memstate_pg.sync.outbox import load_config
+
+Store: Any = MemoryStore if issubclass(MemoryStore, MirrorsMixin) else type(
+    "MemoryStore", (MirrorsMixin, MemoryStore), {})
+
+TYPES = {"note": {"text_field": "text"}}
+
+
+# --- database ---------------------------------------------------------------------------
+
+
+def fresh_database(admin_dsn: str, name: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(admin_dsn)
+    params["dbname"] = name
+    dsn = make_conninfo(**params)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    migrations.upgrade(dsn)
+    return dsn
+
+
+def new_store(dsn: str) -> Any:
+    store = Store(dsn, embedder=HashingEmbedder(dim=384), max_size=4)
+    store.register_schema("note", None, text_field="text")
+    return store
+
+
+def commit_facts(store: Any, n: int, namespace: str) -> None:
+    for start in range(0, n, 500):
+        store.commit_many([Fact(type="note", payload={"text": f"fact {i} {uuid.uuid4().hex}", "n": i})
+                           for i in range(start, min(n, start + 500))], namespace=namespace)
+
+
+# --- throughput -------------------------------------------------------------------------
+
+
+def make_mirror(kind: str, workdir: Path, batch: int) -> Mirror:
+    collection = f"b{uuid.uuid4().hex[:12]}"
+    if kind == "chroma":
+        return ChromaMirror.from_path(workdir / "chroma", collection, batch_size=batch)
+    return QdrantMirror.from_location(":memory:", collection, batch_size=batch)
+
+
+def raw_upsert(kind: str, mirror: Mirror, records: list[MirrorRecord], batch: int) -> float:
+    """The baseline: the store's own client, same records, same batch size."""
+    chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
+    if kind == "chroma":
+        assert isinstance(mirror, ChromaMirror)
+        coll = mirror.collection
+        prepared = [([r.fact_id for r in c], [r.embedding for r in c], [encode_metadata(r) for r in c],
+                     [r.content for r in c]) for c in chunks]
+        t0 = time.perf_counter()
+        for ids, vectors, metas, docs in prepared:
+            coll.upsert(ids=ids, embeddings=vectors, metadatas=metas, documents=docs)  # type: ignore[arg-type]
+        return time.perf_counter() - t0
+    from qdrant_client import models
+
+    assert isinstance(mirror, QdrantMirror)
+    client, name = mirror.client, mirror.collection_name
+    client.create_collection(name, vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+    points = [[models.PointStruct(id=r.fact_id, vector=r.embedding, payload=build_payload(r)) for r in c]
+              for c in chunks]
+    t0 = time.perf_counter()
+    for c in points:
+        client.upsert(name, points=c, wait=True)
+    return time.perf_counter() - t0
+
+
+def throughput_run(dsn: str, kind: str, n: int, batch: int, workdir: Path) -> tuple[float, float]:
+    """(sync facts/s, raw facts/s) for one run on fresh collections."""
+    store = new_store(dsn)
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    name = f"tp-{ns}"
+    sync_mirror = make_mirror(kind, workdir, batch)
+    sync_mirror.count()  # create the collection outside the timing (Chroma)
+    store.add_mirror(sync_mirror, name, namespaces=[ns], backfill=False)
+    commit_facts(store, n, ns)
+    worker = SyncWorker(store, {name: sync_mirror}, batch_size=batch)
+    worker.pending()  # open the worker's pool outside the timing
+    t0 = time.perf_counter()
+    assert worker.drain(600)
+    t_sync = time.perf_counter() - t0
+    worker.close()
+    assert sync_mirror.count() == n, (sync_mirror.count(), n)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the same records, for the baseline
+        config = load_config(conn, name)
+        assert config is not None
+        ids = [r[0] for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = %s", (ns,))]
+        states = read_states(conn, ids)
+    records = [build_record(config, s) for s in states.values()]
+    raw_mirror = make_mirror(kind, workdir, batch)
+    if kind == "chroma":
+        raw_mirror.count()
+    t_raw = raw_upsert(kind, raw_mirror, records, batch)
+    assert raw_mirror.count() == n
+    store.remove_mirror(name)
+    for m in (sync_mirror, raw_mirror):
+        m.close()
+    store.close()
+    return n / t_sync, n / t_raw
+
+
+# --- lag ----------------------------------------------------------------------------------
+
+
+class StampingMirror(ChromaMirror):
+    """Chroma embedded, writing `fact_id monotonic_ns` to a file when an upsert returns."""
+
+    stamp_path: str = ""
+
+    def _upsert_batch(self, records):  # type: ignore[no-untyped-def]
+        super()._upsert_batch(records)
+        now = time.monotonic_ns()
+        with open(self.stamp_path, "a") as f:
+            f.write("".join(f"{r.fact_id} {now}\n" for r in records))
+
+
+def lag_worker(dsn: str, name: str, chroma_dir: str, collection: str, stamp_path: str, ready: Any) -> None:
+    import chromadb
+    from chromadb.config import Settings
+
+    store = Store(dsn, max_size=1)
+    mirror = StampingMirror(chromadb.PersistentClient(path=chroma_dir, settings=Settings(anonymized_telemetry=False)),
+                            collection)
+    mirror.stamp_path = stamp_path
+    mirror.count()
+    worker = SyncWorker(store, {name: mirror}, poll_interval=1.0)
+    worker.pending()
+    ready.set()
+    worker.run_forever()  # until SIGTERM
+    worker.close()
+    store.close()
+
+
+def lag_run(dsn: str, rate: float, seconds: float, workdir: Path) -> tuple[float, float, float, int]:
+    """(p50 ms, p99 ms, max ms, facts) of commit-to-visible lag at a steady commit rate."""
+    store = new_store(dsn)
+    ns = f"l{uuid.uuid4().hex[:8]}"
+    name = f"lag-{ns}"
+    collection = f"lag{uuid.uuid4().hex[:10]}"
+    chroma_dir = str(workdir / f"chroma-lag-{ns}")
+    probe = ChromaMirror.from_path(chroma_dir, collection)
+    store.add_mirror(probe, name, namespaces=[ns], backfill=False)
+    probe.close()
+    stamp_path = str(workdir / f"stamps-{ns}.txt")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=lag_worker, args=(dsn, name, chroma_dir, collection, stamp_path, ready))
+    proc.start()
+    assert ready.wait(120), "lag worker did not start"
+    committed: dict[str, int] = {}
+    total = int(rate * seconds)
+    start = time.monotonic() + 0.2
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        fid = store.commit(Fact(type="note", payload={"text": f"lag {i} {uuid.uuid4().hex}"}), namespace=ns)
+        committed[str(fid)] = time.monotonic_ns()
+    behind = time.monotonic() - (start + total / rate)
+    deadline = time.monotonic() + 30
+    seen: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        if os.path.exists(stamp_path):
+            with open(stamp_path) as f:
+                seen = dict(line.split() for line in f if line.endswith("\n"))  # type: ignore[misc]
+        if len(seen) >= total:
+            break
+        time.sleep(0.05)
+    proc.terminate()
+    proc.join(30)
+    store.remove_mirror(name)
+    store.close()
+    lags = sorted((int(seen[f]) - t) / 1e6 for f, t in committed.items() if f in seen)
+    if len(lags) < total:
+        print(f"  warning: {total - len(lags)} fact(s) never seen", file=sys.stderr)
+    if behind > 0.5:
+        print(f"  warning: the committer fell {behind:.2f}s behind the schedule", file=sys.stderr)
+    return (lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))], lags[-1], len(lags))
+
+
+# --- reconcile at scale ---------------------------------------------------------------------
+
+
+def reconcile_run(dsn: str, n: int, workdir: Path, page_size: int) -> tuple[float, float, int]:
+    """(seconds, peak MiB of Python allocations, checked) reconciling n facts in Qdrant."""
+    import tracemalloc
+
+    store = new_store(dsn)
+    ns = f"r{uuid.uuid4().hex[:8]}"
+    name = f"rec-{ns}"
+    mirror = ChromaMirror.from_path(workdir / "chroma-rec", f"rec{uuid.uuid4().hex[:10]}")
+    store.add_mirror(mirror, name, namespaces=[ns], backfill=False)
+    commit_facts(store, n, ns)
+    with SyncWorker(store, {name: mirror}, batch_size=1000) as worker:
+        assert worker.drain(3600)
+    mirror.delete([fid for fid, _ in next(mirror.scan(100))])  # a little drift to find
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    report = store.reconcile(name, page_size=page_size)
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert report.missing == 100 and report.repaired == 100, report
+    store.remove_mirror(name)
+    mirror.close()
+    store.close()
+    return seconds, peak / 2**20, report.checked
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--facts", type=int, default=5000, help="facts per throughput run")
+    p.add_argument("--batch", type=int, default=500, help="batch size of both the worker and the raw client")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--rate", type=float, default=200.0, help="commits per second in the lag test")
+    p.add_argument("--lag-seconds", type=float, default=10.0)
+    p.add_argument("--reconcile-facts", type=int, default=0, help="also reconcile this many facts (e.g. 100000)")
+    p.add_argument("--page-size", type=int, default=1000)
+    p.add_argument("--kinds", default="chroma,qdrant")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="memstate-bench-sync-") as tmp:
+        workdir = Path(tmp)
+        admin = os.environ.get("MEMSTATE_DSN")
+        embedded_dir = None
+        if admin is None:
+            from memstate_pg import embedded
+
+            embedded_dir = Path(os.environ.get("MEMSTATE_BENCH_DIR", workdir / "pg"))
+            admin = embedded.start(embedded_dir)
+        dsn = fresh_database(admin, "memstate_bench_sync")
+        print(f"postgres: {'MEMSTATE_DSN' if embedded_dir is None else 'embedded'}; {os.cpu_count()} cpu(s); "
+              f"median of {args.runs} runs")
+        try:
+            print(f"\nthroughput: {args.facts} facts, batch {args.batch} (facts/s)")
+            print(f"  {'mirror':<16}{'sync worker':>12}{'raw client':>12}{'ratio':>8}")
+            for kind in args.kinds.split(","):
+                runs = [throughput_run(dsn, kind, args.facts, args.batch, workdir) for _ in range(args.runs)]
+                sync_rate = statistics.median(r[0] for r in runs)
+                raw_rate = statistics.median(r[1] for r in runs)
+                label = "chroma embedded" if kind == "chroma" else "qdrant :memory:"
+                print(f"  {label:<16}{sync_rate:>12.0f}{raw_rate:>12.0f}{sync_rate / raw_rate:>7.2f}x"
+                      f"   (runs: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in runs)})")
+
+            print(f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
+                  "commit returned -> mirror upsert returned (ms)")
+            lag_runs = [lag_run(dsn, args.rate, args.lag_seconds, workdir) for _ in range(args.runs)]
+            print(f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
+                  f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
+                  f"max {statistics.median(r[2] for r in lag_runs):.1f}   "
+                  f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
+                  f"{lag_runs[0][3]} facts each)")
+
+            if args.reconcile_facts:
+                secs, peak, checked = reconcile_run(dsn, args.reconcile_facts, workdir, args.page_size)
+                print(f"\nreconcile: {checked} facts (Chroma embedded, page {args.page_size}): "
+                      f"{secs:.1f} s, {checked / secs:.0f} facts/s, peak Python allocations {peak:.1f} MiB")
+        finally:
+            if embedded_dir is not None:
+                from memstate_pg import embedded
+
+                embedded.stop(embedded_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Smoke test of the benchmark harness (`python -m benchmarks --quick`): tiny sizes, one
+run, every workload, so the harness cannot rot. No timing assertions: only that each
+workload ran (or was skipped with a reason) and the report has its expected shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import harness
+from benchmarks.__main__ import main
+
+EXPECTED = {"commit_single", "commit_batch", "search_hashing_300", "search_random_300", "search_hashing_600",
+            "search_random_600", "filtered_hashing_600", "filtered_random_600", "mixed", "mirror_write",
+            "sync", "reconcile", "proposal_binary_vectors_commit", "proposal_binary_vectors_search"}
+DELEGATED = {"sync", "langgraph_store"}  # other owners' benchmarks: may be absent or broken
+
+
+@pytest.fixture
+def report(pg_admin_dsn, tmp_path_factory, monkeypatch):
+    out = tmp_path_factory.mktemp("bench")
+    monkeypatch.setenv("MEMSTATE_DSN", pg_admin_dsn)
+    main(["--quick", "--out", str(out), "--no-readme"])
+    return json.loads((out / "latest.json").read_text()), out
+
+
+@pytest.mark.timeout(120)
+def test_quick_run_writes_a_complete_report(report):
+    data, out = report
+    assert data["schema"] == harness.SCHEMA_VERSION
+    env = data["env"]
+    for key in ("date", "postgresql", "pgvector", "dim", "machine", "sizes", "quick"):
+        assert key in env
+    assert env["quick"] is True and env["dim"] == 384
+    by_name = {r["name"]: r for r in data["results"]}
+    assert set(by_name) >= EXPECTED, sorted(by_name)
+    for r in data["results"]:
+        if r["name"] not in DELEGATED:
+            assert not (r["skipped"] or "").startswith("failed"), (r["name"], r["skipped"])
+        for key in ("title", "unit", "higher_is_better", "params", "series", "notes", "targets", "env"):
+            assert key in r
+        assert r["env"]["postgresql"] and r["env"]["pgvector"] and r["env"]["dim"] == 384
+        if r["skipped"] or r["name"] in DELEGATED:
+            continue
+        assert r["series"], r["name"]
+        assert sum(s["baseline"] for s in r["series"]) == 1, r["name"]
+        for s in r["series"]:
+            assert set(s["stats"]) >= {"median", "p95", "min", "max", "n"}
+            assert s["stats"]["n"] >= 1
+            assert "ratio_to_baseline" in s
+    for name in ("search_hashing_300", "filtered_hashing_600"):
+        ours = next(s for s in by_name[name]["series"] if s["label"].startswith("MemoryStore"))
+        assert 0.0 <= ours["extra"]["recall_tie"] <= 1.0
+    assert "facts" in by_name["search_hashing_600"]["params"]
+    assert (out / "latest.json").exists()
+
+
+def test_readme_block_is_replaced_only_between_markers(tmp_path):
+    result = harness.BenchResult("x", "X", "ops/s", True, "per run", params={"facts": 3})
+    result.add("base", [1.0, 2.0, 3.0], baseline=True)
+    result.add("ours", [2.0, 4.0, 6.0])
+    block = harness.markdown([result], {"date": "2026-01-01T00:00:00", "dim": 384})
+    assert "| ours | 4.00 |" in block and "2.00×" in block
+
+    plain = tmp_path / "plain.md"
+    plain.write_text("# no markers\n")
+    assert harness.update_readme(plain, block) is False
+    assert plain.read_text() == "# no markers\n"
+
+    marked = tmp_path / "marked.md"
+    marked.write_text(f"intro\n{harness.README_START}\nold\n{harness.README_END}\noutro\n")
+    assert harness.update_readme(marked, block) is True
+    text = marked.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{harness.README_END}\noutro\n")
+    assert "old" not in text and "| ours |" in text
+    assert harness.update_readme(tmp_path / "missing.md", block) is False
