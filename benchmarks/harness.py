@@ -165,9 +165,15 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:,.0f}"
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """The short scalar parameters of a result (data size, dim, runs…), for titles."""
+    return ", ".join(f"{k}={v}" for k, v in params.items()
+                     if isinstance(v, int | float | str) and len(str(v)) <= 40)
+
+
 def rich_table(result: BenchResult) -> Table:
     better = "higher" if result.higher_is_better else "lower"
-    size = ", ".join(f"{k}={v}" for k, v in result.params.items() if not isinstance(v, dict | list))
+    size = params_text(result.params)
     table = Table(title=f"{result.title}  [{result.unit}, {better} is better; {size}]", title_justify="left")
     has_extra = sorted({k for s in result.series for k, v in s.extra.items() if isinstance(v, int | float)})
     for col in ["", "median", "p95", "min", "max", "n", "vs baseline", *has_extra, "note"]:
@@ -187,7 +193,10 @@ def print_result(console: Console, result: BenchResult) -> None:
     if result.skipped:
         console.print(f"[yellow]{result.title}: skipped — {result.skipped}[/yellow]")
         return
-    console.print(rich_table(result))
+    if result.series:
+        console.print(rich_table(result))
+    else:
+        console.print(f"{result.title} [{params_text(result.params)}]")
     for t in result.targets:
         mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "n/a"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.3g}"
@@ -276,11 +285,16 @@ def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
         "",
     ]
     for r in results:
-        size = ", ".join(f"{k}={v}" for k, v in r.params.items() if not isinstance(v, dict | list))
+        size = params_text(r.params)
         lines.append(f"**{r.title}** ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better; {size})")
         lines.append("")
         if r.skipped:
             lines += [f"skipped: {r.skipped}", ""]
+            continue
+        if not r.series:
+            if isinstance(r.params.get("output"), str):
+                lines += ["```", r.params["output"].strip(), "```"]
+            lines += [f"_{n}_" for n in r.notes] + [""]
             continue
         extra = sorted({k for s in r.series for k, v in s.extra.items() if isinstance(v, int | float)})
         lines.append("| | median | p95 | min–max | vs baseline |" + "".join(f" {k} |" for k in extra))

@@ -6,13 +6,15 @@
 1. **Throughput.** N facts are committed while the worker is stopped; then the clock runs
    while ``SyncWorker.drain()`` claims, reads (vectors included), writes and acknowledges
    them all. The baseline is the raw client upserting the very same ids, vectors, documents
-   and metadata in the same batch size into a fresh collection (records prepared in memory
-   beforehand, so the baseline pays for nothing but the writes). Ratio = sync / raw.
-   Target: >= 0.8x. Chroma embedded (PersistentClient) and Qdrant local mode.
+   and metadata in the same batch size into a fresh collection (the data prepared in memory
+   beforehand; timed: building the client's request objects and the upserts). Ratio =
+   sync / raw. Target: >= 0.8x. Chroma embedded (PersistentClient) and Qdrant local mode.
+   One warm-up run; then runs alternate which side goes first.
 2. **Lag.** A worker process runs ``run_forever`` (LISTEN/NOTIFY) into Chroma embedded
-   while this process commits at a steady `rate` per second for `lag_seconds`; the lag
-   of a fact is the time from its commit returning to the mirror's upsert of it returning
-   (both CLOCK_MONOTONIC, which is system-wide on Linux). Target: p99 < 250 ms.
+   while this process commits at a steady `rate` per second for `lag_seconds` (a few
+   committer threads share the schedule); the lag of a fact is the time from its commit
+   returning to the mirror's upsert of it returning (both CLOCK_MONOTONIC, which is
+   system-wide on Linux). Target: p99 < 250 ms.
 3. Optionally (``--reconcile-facts 100000``) reconciliation of a large mirror: time, and
    the peak of Python allocations while it runs (tracemalloc), which stays O(page_size).
 
@@ -27,6 +29,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -84,14 +87,18 @@ def commit_facts(store: Any, n: int, namespace: str) -> None:
 
 
 def make_mirror(kind: str, workdir: Path, batch: int) -> Mirror:
+    """A fresh, empty mirror; Chroma gets a directory of its own, so that no background
+    work of an earlier run (Chroma compacts its log) lands in the next measurement."""
     collection = f"b{uuid.uuid4().hex[:12]}"
     if kind == "chroma":
-        return ChromaMirror.from_path(workdir / "chroma", collection, batch_size=batch)
+        return ChromaMirror.from_path(workdir / f"chroma-{collection}", collection, batch_size=batch)
     return QdrantMirror.from_location(":memory:", collection, batch_size=batch)
 
 
 def raw_upsert(kind: str, mirror: Mirror, records: list[MirrorRecord], batch: int) -> float:
-    """The baseline: the store's own client, same records, same batch size."""
+    """The baseline: the store's own client, the same ids, vectors, documents and metadata
+    (already in the store's shape, prepared untimed), the same batch size. Timed: what a
+    caller of the raw client must do, building the client's request objects and upserting."""
     chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
     if kind == "chroma":
         assert isinstance(mirror, ChromaMirror)
@@ -107,16 +114,17 @@ def raw_upsert(kind: str, mirror: Mirror, records: list[MirrorRecord], batch: in
     assert isinstance(mirror, QdrantMirror)
     client, name = mirror.client, mirror.collection_name
     client.create_collection(name, vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
-    points = [[models.PointStruct(id=r.fact_id, vector=r.embedding, payload=build_payload(r)) for r in c]
-              for c in chunks]
+    prepared_q = [[(r.fact_id, r.embedding, build_payload(r)) for r in c] for c in chunks]
     t0 = time.perf_counter()
-    for c in points:
-        client.upsert(name, points=c, wait=True)
+    for c in prepared_q:
+        points = [models.PointStruct(id=fid, vector=vec, payload=payload) for fid, vec, payload in c]
+        client.upsert(name, points=points, wait=True)
     return time.perf_counter() - t0
 
 
-def throughput_run(dsn: str, kind: str, n: int, batch: int, workdir: Path) -> tuple[float, float]:
-    """(sync facts/s, raw facts/s) for one run on fresh collections."""
+def throughput_run(dsn: str, kind: str, n: int, batch: int, workdir: Path, raw_first: bool) -> tuple[float, float]:
+    """(sync facts/s, raw facts/s) for one run on fresh collections; `raw_first` runs the
+    baseline before the worker (runs alternate, so neither side always goes second)."""
     store = new_store(dsn)
     ns = f"t{uuid.uuid4().hex[:8]}"
     name = f"tp-{ns}"
@@ -124,24 +132,34 @@ def throughput_run(dsn: str, kind: str, n: int, batch: int, workdir: Path) -> tu
     sync_mirror.count()  # create the collection outside the timing (Chroma)
     store.add_mirror(sync_mirror, name, namespaces=[ns], backfill=False)
     commit_facts(store, n, ns)
-    worker = SyncWorker(store, {name: sync_mirror}, batch_size=batch)
-    worker.pending()  # open the worker's pool outside the timing
-    t0 = time.perf_counter()
-    assert worker.drain(600)
-    t_sync = time.perf_counter() - t0
-    worker.close()
-    assert sync_mirror.count() == n, (sync_mirror.count(), n)
-
     with psycopg.connect(dsn, autocommit=True) as conn:  # the same records, for the baseline
         config = load_config(conn, name)
         assert config is not None
         ids = [r[0] for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = %s", (ns,))]
         states = read_states(conn, ids)
     records = [build_record(config, s) for s in states.values()]
+    del states
     raw_mirror = make_mirror(kind, workdir, batch)
     if kind == "chroma":
         raw_mirror.count()
-    t_raw = raw_upsert(kind, raw_mirror, records, batch)
+
+    def run_raw() -> float:
+        return raw_upsert(kind, raw_mirror, records, batch)
+
+    def run_sync() -> float:
+        worker = SyncWorker(store, {name: sync_mirror}, batch_size=batch)
+        worker.pending()  # open the worker's pool outside the timing
+        t0 = time.perf_counter()
+        assert worker.drain(600)
+        elapsed = time.perf_counter() - t0
+        worker.close()
+        return elapsed
+
+    if raw_first:
+        t_raw, t_sync = run_raw(), run_sync()
+    else:
+        t_sync, t_raw = run_sync(), run_raw()
+    assert sync_mirror.count() == n, (sync_mirror.count(), n)
     assert raw_mirror.count() == n
     store.remove_mirror(name)
     for m in (sync_mirror, raw_mirror):
@@ -182,8 +200,11 @@ def lag_worker(dsn: str, name: str, chroma_dir: str, collection: str, stamp_path
     store.close()
 
 
-def lag_run(dsn: str, rate: float, seconds: float, workdir: Path) -> tuple[float, float, float, int]:
-    """(p50 ms, p99 ms, max ms, facts) of commit-to-visible lag at a steady commit rate."""
+def lag_run(dsn: str, rate: float, seconds: float, workdir: Path,
+            committers: int) -> tuple[float, float, float, int]:
+    """(p50 ms, p99 ms, max ms, facts) of commit-to-visible lag at a steady commit rate.
+    `committers` threads share the schedule (commit i is due at start + i/rate), so the
+    rate holds even when one commit takes longer than 1/rate."""
     store = new_store(dsn)
     ns = f"l{uuid.uuid4().hex[:8]}"
     name = f"lag-{ns}"
@@ -201,13 +222,26 @@ def lag_run(dsn: str, rate: float, seconds: float, workdir: Path) -> tuple[float
     committed: dict[str, int] = {}
     total = int(rate * seconds)
     start = time.monotonic() + 0.2
-    for i in range(total):
-        target = start + i / rate
-        delay = target - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        fid = store.commit(Fact(type="note", payload={"text": f"lag {i} {uuid.uuid4().hex}"}), namespace=ns)
-        committed[str(fid)] = time.monotonic_ns()
+    schedule = iter(range(total))
+    lock = threading.Lock()
+
+    def commit_on_schedule() -> None:
+        while True:
+            with lock:
+                i = next(schedule, None)
+            if i is None:
+                return
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            fid = store.commit(Fact(type="note", payload={"text": f"lag {i} {uuid.uuid4().hex}"}), namespace=ns)
+            committed[str(fid)] = time.monotonic_ns()
+
+    threads = [threading.Thread(target=commit_on_schedule) for _ in range(committers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     behind = time.monotonic() - (start + total / rate)
     deadline = time.monotonic() + 30
     seen: dict[str, int] = {}
@@ -269,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rate", type=float, default=200.0, help="commits per second in the lag test")
     p.add_argument("--lag-seconds", type=float, default=10.0)
+    p.add_argument("--committers", type=int, default=4, help="threads sharing the commit schedule")
     p.add_argument("--reconcile-facts", type=int, default=0, help="also reconcile this many facts (e.g. 100000)")
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--kinds", default="chroma,qdrant")
@@ -289,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"\nthroughput: {args.facts} facts, batch {args.batch} (facts/s)")
             print(f"  {'mirror':<16}{'sync worker':>12}{'raw client':>12}{'ratio':>8}")
-            for kind in args.kinds.split(","):
-                runs = [throughput_run(dsn, kind, args.facts, args.batch, workdir) for _ in range(args.runs)]
+            for kind in [k for k in args.kinds.split(",") if k]:
+                throughput_run(dsn, kind, min(args.facts, 1000), args.batch, workdir, False)  # warm-up
+                runs = [throughput_run(dsn, kind, args.facts, args.batch, workdir, i % 2 == 1)
+                        for i in range(args.runs)]
                 sync_rate = statistics.median(r[0] for r in runs)
                 raw_rate = statistics.median(r[1] for r in runs)
                 label = "chroma embedded" if kind == "chroma" else "qdrant :memory:"
@@ -299,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
                   "commit returned -> mirror upsert returned (ms)")
-            lag_runs = [lag_run(dsn, args.rate, args.lag_seconds, workdir) for _ in range(args.runs)]
+            lag_runs = [lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers)
+                        for _ in range(args.runs)]
             print(f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
                   f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
                   f"max {statistics.median(r[2] for r in lag_runs):.1f}   "

@@ -90,37 +90,40 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         return self._pool
 
     async def _run(self, op: Op, conn: psycopg.AsyncConnection | None = None) -> Any:
-        async with contextlib.AsyncExitStack() as stack:
-            c = conn
-            in_tx = False
-            try:
-                request = next(op)
-                while True:
-                    if isinstance(request, Embed):
-                        result = await aembed(self.embedder, request.texts)
-                    else:
-                        if c is None:
-                            if self._owns_pool and self._pool.closed:
-                                await self._pool.open()
-                            c = await stack.enter_async_context(self._pool.connection())
-                        if isinstance(request, Begin):
-                            if not in_tx:
-                                await stack.enter_async_context(c.transaction())
-                                in_tx = True
-                            result = None
-                        elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
-                            async with self._pool.connection() as own:
-                                result = await _execute(own, request)
+        """The async twin of MemoryStore._run (same requests, same error translation)."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                c = conn
+                in_tx = False
+                try:
+                    request = next(op)
+                    while True:
+                        if isinstance(request, Embed):
+                            result = await aembed(self.embedder, request.texts)
                         else:
-                            result = await _execute(c, request)
-                    request = op.send(result)
-            except StopIteration as stop:
-                return stop.value
-            except psycopg.Error as exc:
-                err = translate(exc)
-                if err is exc:
-                    raise
-                raise err from exc
+                            if c is None:
+                                if self._owns_pool and self._pool.closed:
+                                    await self._pool.open()
+                                c = await stack.enter_async_context(self._pool.connection())
+                            if isinstance(request, Begin):
+                                if not in_tx:
+                                    await stack.enter_async_context(c.transaction())
+                                    in_tx = True
+                                result = None
+                            elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
+                                async with self._pool.connection() as own:
+                                    result = await _execute(own, request)
+                            else:
+                                result = await _execute(c, request)
+                        request = op.send(result)
+                except StopIteration as stop:
+                    value = stop.value
+            return value
+        except psycopg.Error as exc:
+            err = translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     async def register_schema(self, type: str, model: Any = None, *, constraint: Constraint | None = None,
                               text_field: str | None = None) -> None:
@@ -158,14 +161,20 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                           actor: str | None = None, reason: str | None = None,
                           idempotency_key: str | None = None,
                           conn: psycopg.AsyncConnection | None = None) -> AsyncIterator[AsyncTransaction]:
-        async with contextlib.AsyncExitStack() as stack:
-            if conn is None:
-                await self.open_pool()
-                conn = await stack.enter_async_context(self._pool.connection())
-            await stack.enter_async_context(conn.transaction())
-            ns, row = await self._run(self._op_open_commit(namespace, session_id, actor, reason, idempotency_key),
-                                      conn)
-            yield AsyncTransaction(self, conn, ns, row, session_id)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if conn is None:
+                    await self.open_pool()
+                    conn = await stack.enter_async_context(self._pool.connection())
+                await stack.enter_async_context(conn.transaction())
+                ns, row = await self._run(
+                    self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), conn)
+                yield AsyncTransaction(self, conn, ns, row, session_id)
+        except psycopg.Error as exc:  # e.g. raised by COMMIT as the block closes
+            err = translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     async def rollback(self, steps: int = 1, *, namespace: str | None = None, session_id: str | None = None,
                        actor: str | None = None, reason: str | None = None) -> int:

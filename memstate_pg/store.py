@@ -99,36 +99,39 @@ class MemoryStore(MirrorsMixin, StoreCore):
     # -- the runner ----------------------------------------------------------------------
 
     def _run(self, op: Op, conn: psycopg.Connection | None = None) -> Any:
-        """Perform the I/O an operation asks for; see core.py."""
-        with contextlib.ExitStack() as stack:
-            c = conn
-            in_tx = False
-            try:
-                request = next(op)
-                while True:
-                    if isinstance(request, Embed):
-                        result = self.embedder.embed(request.texts)
-                    else:
-                        if c is None:
-                            c = stack.enter_context(self._pool.connection())
-                        if isinstance(request, Begin):
-                            if not in_tx:
-                                stack.enter_context(c.transaction())
-                                in_tx = True
-                            result = None
-                        elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
-                            with self._pool.connection() as own:
-                                result = _execute(own, request)
+        """Perform the I/O an operation asks for; see core.py. Database errors, including
+        those raised by COMMIT when the block closes, come out as MemStateError."""
+        try:
+            with contextlib.ExitStack() as stack:
+                c = conn
+                in_tx = False
+                try:
+                    request = next(op)
+                    while True:
+                        if isinstance(request, Embed):
+                            result = self.embedder.embed(request.texts)
                         else:
-                            result = _execute(c, request)
-                    request = op.send(result)
-            except StopIteration as stop:
-                return stop.value
-            except psycopg.Error as exc:
-                err = translate(exc)
-                if err is exc:
-                    raise
-                raise err from exc
+                            if c is None:
+                                c = stack.enter_context(self._pool.connection())
+                            if isinstance(request, Begin):
+                                if not in_tx:
+                                    stack.enter_context(c.transaction())
+                                    in_tx = True
+                                result = None
+                            elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
+                                with self._pool.connection() as own:
+                                    result = _execute(own, request)
+                            else:
+                                result = _execute(c, request)
+                        request = op.send(result)
+                except StopIteration as stop:
+                    value = stop.value
+            return value
+        except psycopg.Error as exc:
+            err = translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     # -- registration --------------------------------------------------------------------
 
@@ -178,11 +181,17 @@ class MemoryStore(MirrorsMixin, StoreCore):
         """Many changes under one commit seq, in one Postgres transaction. `tx.connection`
         runs your own SQL in the same transaction. Leaving the block by an exception rolls
         everything back."""
-        with contextlib.ExitStack() as stack:
-            c = conn if conn is not None else stack.enter_context(self._pool.connection())
-            stack.enter_context(c.transaction())
-            ns, row = self._run(self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), c)
-            yield Transaction(self, c, ns, row, session_id)
+        try:
+            with contextlib.ExitStack() as stack:
+                c = conn if conn is not None else stack.enter_context(self._pool.connection())
+                stack.enter_context(c.transaction())
+                ns, row = self._run(self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), c)
+                yield Transaction(self, c, ns, row, session_id)
+        except psycopg.Error as exc:  # e.g. raised by COMMIT as the block closes
+            err = translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     # -- undo ----------------------------------------------------------------------------
 

@@ -73,10 +73,17 @@ SELECT pg_notify('memstate_outbox', '')
 -- The next ready rows of one mirror, oldest first, skipping rows other workers hold; then
 -- one try-lock per distinct fact. `locked` is false for a fact another worker is writing
 -- right now: the caller leaves those rows alone (they stay pending, for a later batch).
-WITH claimed AS MATERIALIZED (
+-- The registry row is locked FOR KEY SHARE first (workers do not block each other): a
+-- concurrent remove_mirror (DELETE, cascading to the outbox) then waits for the batch to
+-- commit, instead of locking the registry row and deadlocking with the batch's ack.
+-- (A 64-bit hash collision between two facts' lock keys only makes one wait a batch.)
+WITH registered AS MATERIALIZED (
+    SELECT m.name FROM memstate.mirrors m WHERE m.name = %(mirror)s FOR KEY SHARE
+), claimed AS MATERIALIZED (
     SELECT o.id, o.fact_id, o.seq, o.attempts
     FROM memstate.outbox o
-    WHERE o.mirror = %(mirror)s AND o.dead_at IS NULL AND o.available_at <= now()
+    WHERE o.mirror = (SELECT r.name FROM registered r)
+      AND o.dead_at IS NULL AND o.available_at <= now()
     ORDER BY o.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -243,7 +243,8 @@ def test_drill_postgres_restart_under_load(own_server: OwnServer):
         in_doubt = {fid: kind for fid, kind in writers.failed.items() if kind != "in flight"}
         assert in_doubt, "the kill should have failed some in-flight commits"
         assert set(in_doubt.values()) <= {
-            "OperationalError",
+            "OperationalError",  # raw, until the store maps it (Unavailable, see SECURITY.md)
+            "Unavailable",
             "PoolTimeout",
             "ConflictError",
             "MemStateError",

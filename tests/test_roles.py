@@ -207,6 +207,26 @@ def test_sync_role_feeds_a_mirror_and_reconciles(seeded, login, mem):  # noqa: F
         assert mirror.count() == 3
 
 
+@pytest.mark.xfail(strict=True, reason="reconcile() must check memstate.can_reconcile() before deleting "
+                   "ghosts (proposed for memstate_pg/sync/reconcile.py)")
+def test_reconcile_never_deletes_what_the_role_cannot_see(seeded, login, mem):  # noqa: F811
+    from memstate_pg.mirrors.memory import InMemoryMirror
+    from memstate_pg.sync import SyncWorker, reconcile
+
+    mem.commit(Fact(type="note", payload={"text": "in b"}), namespace="b")
+    mirror = InMemoryMirror()
+    with SyncWorker(mem, mirrors={"mem": mirror}) as worker:  # the admin fills the shared mirror
+        assert worker.drain(timeout=10) is True
+    everything = held(mirror)
+    assert len(everything) == 3
+    narrowed = login("memstate_sync", "a")
+    try:
+        reconcile(lambda: _autocommit(narrowed), "mem", mirror)
+    except PermissionDenied:
+        pass  # refusing is fine; deleting b's points as "ghosts" is not
+    assert held(mirror) == everything
+
+
 def test_sync_role_cannot_write_memory(seeded, login):  # noqa: F811
     with psycopg.connect(login("memstate_sync", "*")) as conn:
         for query, params in (

@@ -357,10 +357,10 @@ def test_registry_api(store: SyncStore) -> None:
         store.mirror("memory")  # an in-memory mirror cannot be rebuilt from its options
     with pytest.raises(NotFound):
         store.remove_mirror("memory")
-    with pytest.raises(NotFound):
-        SyncWorker(store, {"memory": m}).run_once()  # not registered
-    with pytest.raises(ValueError):
-        SyncWorker(store).run_once()  # nothing to sync
+    with SyncWorker(store, {"memory": m}) as w, pytest.raises(NotFound):
+        w.run_once()  # not registered
+    with SyncWorker(store) as w, pytest.raises(ValueError):
+        w.run_once()  # nothing to sync
 
 
 def test_status_reports_pending_dead_lag_and_reconcile(store: SyncStore) -> None:
@@ -464,3 +464,41 @@ def test_the_async_store_has_the_mirror_api(dsn: str) -> None:
             assert astore.mirrors() == {}
 
     asyncio.run(scenario())
+
+
+def test_removing_a_mirror_during_a_batch_waits_instead_of_deadlocking(store: SyncStore) -> None:
+    gate, entered = threading.Event(), threading.Event()
+
+    class Slow(InMemoryMirror):
+        def upsert(self, records):
+            entered.set()
+            gate.wait(10)
+            super().upsert(records)
+
+    store.add_mirror(Slow(), "m")
+    store.commit(note("x"))
+    results: dict[str, object] = {}
+
+    def work() -> None:
+        with SyncWorker(store) as w:
+            results["acked"] = w.run_once()
+
+    def remove() -> None:
+        try:
+            store.remove_mirror("m")
+            results["removed"] = True
+        except Exception as exc:  # a deadlock would surface here as ConflictError
+            results["removed"] = exc
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert entered.wait(5)
+    remover = threading.Thread(target=remove)
+    remover.start()
+    time.sleep(0.3)
+    assert "removed" not in results  # waiting for the batch to commit
+    gate.set()
+    worker.join(10)
+    remover.join(10)
+    assert results == {"acked": 1, "removed": True}
+    assert outbox_rows(store.dsn) == []

@@ -6,9 +6,9 @@
 -- Without hnsw.iterative_scan that returns fewer than k rows (recall 0.37 at 1% of 100k);
 -- with it, the scan walks tens of thousands of tuples (≈ 120-200 ms at 100k). When the
 -- filter is selective, the GIN index on payload finds the few candidates directly and an
--- exact distance sort over them is both faster and exact (recall 1.0). A cheap probe
--- (count of candidates, capped) picks the path; the cap is memstate.config
--- 'search_exact_max' (default 5000 rows).
+-- exact distance sort over them is both faster and exact (recall 1.0). The candidate
+-- count, capped at memstate.config 'search_exact_max' (default 2000 rows), picks the path
+-- inside one statement; above the cap, the iterative HNSW scan as before.
 CREATE SCHEMA IF NOT EXISTS bench_proto;
 
 CREATE OR REPLACE FUNCTION bench_proto.search(
@@ -34,7 +34,8 @@ DECLARE
     v_expr  text;
     v_where text;
     v_n     int;
-    v_max   int := coalesce(memstate._config_int('search_exact_max'), 5000);
+    v_found boolean;
+    v_max   int := coalesce(memstate._config_int('search_exact_max'), 2000);
 BEGIN
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 1000 THEN
         PERFORM memstate._fail('MSV01', format('k must be between 1 and 1000, not %s', p_k));
@@ -68,19 +69,26 @@ BEGIN
         CASE WHEN p_session_id IS NOT NULL THEN 'AND f.session_id = $5' ELSE '' END);
 
     IF p_filter IS NOT NULL OR p_session_id IS NOT NULL THEN
-        -- Selective filter? Count the candidates the GIN / btree indexes find, up to the cap.
-        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM memstate.facts f WHERE %s LIMIT %s) s',
-                       v_where, v_max + 1)
-        INTO v_n USING p_query, p_namespace, p_filter, p_type, p_session_id;
-        IF v_n <= v_max THEN
-            -- Exact: materialise the candidates (so the planner cannot put the filter on top
-            -- of an HNSW scan), then sort them by true distance.
-            RETURN QUERY EXECUTE format(
-                'WITH c AS MATERIALIZED (SELECT f.*, %1$s AS distance FROM memstate.facts f WHERE %2$s) '
-                'SELECT c.fact_id, 1 - c.distance, c.type, c.session_id, c.payload, c.content, '
-                '       c.embedding_model, c.version, c.commit_seq, c.created_at, c.updated_at '
-                'FROM c ORDER BY c.distance, c.fact_id LIMIT $6', v_expr, v_where)
-            USING p_query, p_namespace, p_filter, p_type, p_session_id, p_k;
+        -- Selective filter: the GIN / btree indexes find at most `v_max` candidates; sort
+        -- those by true distance (exact). One statement: the candidates' ctids are
+        -- materialised (capped at v_max + 1), and the exact sort runs only if the cap was
+        -- not hit (a one-time filter), so the planner cannot put the filter on top of HNSW.
+        RETURN QUERY EXECUTE format(
+            'WITH c AS MATERIALIZED (SELECT f.ctid AS t FROM memstate.facts f WHERE %2$s LIMIT %3$s) '
+            'SELECT f.fact_id, 1 - (%1$s), f.type, f.session_id, f.payload, f.content, '
+            '       f.embedding_model, f.version, f.commit_seq, f.created_at, f.updated_at '
+            'FROM memstate.facts f '
+            'WHERE f.ctid = ANY (ARRAY(SELECT c.t FROM c)) AND (SELECT count(*) FROM c) <= %4$s '
+            'ORDER BY %1$s, f.fact_id LIMIT $6', v_expr, v_where, v_max + 1, v_max)
+        USING p_query, p_namespace, p_filter, p_type, p_session_id, p_k;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        IF v_n > 0 THEN
+            RETURN;
+        END IF;
+        -- No row: either nothing matches (done), or more than v_max rows do (use HNSW).
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM memstate.facts f WHERE %s)', v_where)
+        INTO v_found USING p_query, p_namespace, p_filter, p_type, p_session_id;
+        IF NOT v_found THEN
             RETURN;
         END IF;
     END IF;

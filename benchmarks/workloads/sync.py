@@ -113,9 +113,18 @@ def _records(upsert, records) -> Callable:
     return prep
 
 
+SYNC_QUICK = ["--facts", "100", "--runs", "1", "--lag-seconds", "1", "--rate", "50"]
+
+
 def delegate(ctx: BenchContext) -> list[BenchResult]:
-    """Run benchmarks/sync.py (the sync engineer's) if it exists: `run(ctx)` returning
-    BenchResults, else `main(argv)` whose returned value is kept as-is in the JSON."""
+    """Run benchmarks/sync.py (the sync engineer's) if it exists, on this run's server:
+    `run(ctx)` returning BenchResults if it has one, else `main(argv)`, whose printed
+    report is kept in the JSON (params.output) and whose return value in params.report."""
+    import contextlib
+    import io
+    import os
+    import sys
+
     from benchmarks.workloads.delegated import load
 
     title = "Sync worker throughput and lag (benchmarks/sync.py)"
@@ -124,8 +133,25 @@ def delegate(ctx: BenchContext) -> list[BenchResult]:
         return skipped
     if hasattr(mod, "run"):
         return list(mod.run(ctx))
-    res = BenchResult("sync", title, "", True, "")
-    out = mod.main(["--quick"] if ctx.quick else [])
+    res = BenchResult("sync", title, "", True, "", params={"argv": SYNC_QUICK if ctx.quick else []})
+    buf = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, text: str) -> int:
+            buf.write(text)
+            return sys.__stdout__.write(text)
+
+    previous = os.environ.get("MEMSTATE_DSN")
+    os.environ["MEMSTATE_DSN"] = ctx.admin_dsn
+    try:
+        with contextlib.redirect_stdout(Tee()):
+            out = mod.main(SYNC_QUICK if ctx.quick else [])
+    finally:
+        if previous is None:
+            os.environ.pop("MEMSTATE_DSN", None)
+        else:
+            os.environ["MEMSTATE_DSN"] = previous
     res.params["report"] = out if isinstance(out, dict | list) else repr(out)
-    res.notes.append("output of benchmarks/sync.py main(); see its own tables above")
+    res.params["output"] = buf.getvalue()
+    res.notes.append("benchmarks/sync.py printed its own tables (kept in params.output of the JSON)")
     return [res]

@@ -28,6 +28,7 @@ from ..embedders import (
     validate_dim,
     validate_model_name,
 )
+from ..errors import ValidationFailed
 
 __all__ = ["IndexEmbedder", "TextExtractor", "index_embedder"]
 
@@ -53,16 +54,16 @@ class MemstateIndexEmbedder:
         self.dim = embedder.dim
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _checked(self.embedder.embed(texts), self.dim, len(texts)) if texts else []
+        return _counted(self.embedder.embed(texts), len(texts)) if texts else []
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
+        return _checked(self.embedder.embed([text]), self.dim, 1)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _checked(await aembed(self.embedder, texts), self.dim, len(texts)) if texts else []
+        return _counted(await aembed(self.embedder, texts), len(texts)) if texts else []
 
     async def aembed_query(self, text: str) -> list[float]:
-        return (await self.aembed_documents([text]))[0]
+        return _checked(await aembed(self.embedder, [text]), self.dim, 1)[0]
 
 
 class LangChainIndexEmbedder:
@@ -74,9 +75,7 @@ class LangChainIndexEmbedder:
         self.model = validate_model_name(model)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return (
-            _checked(self.embeddings.embed_documents(texts), self.dim, len(texts)) if texts else []
-        )
+        return _counted(self.embeddings.embed_documents(texts), len(texts)) if texts else []
 
     def embed_query(self, text: str) -> list[float]:
         return _checked([self.embeddings.embed_query(text)], self.dim, 1)[0]
@@ -84,13 +83,22 @@ class LangChainIndexEmbedder:
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return _checked(await self.embeddings.aembed_documents(texts), self.dim, len(texts))
+        return _counted(await self.embeddings.aembed_documents(texts), len(texts))
 
     async def aembed_query(self, text: str) -> list[float]:
         return _checked([await self.embeddings.aembed_query(text)], self.dim, 1)[0]
 
 
+def _counted(vectors: Any, count: int) -> list[Any]:
+    """Document vectors: one per text (MemoryStore checks each vector when it writes it)."""
+    rows = list(vectors)
+    if len(rows) != count:
+        raise ValidationFailed(f"the embedder returned {len(rows)} vectors for {count} texts")
+    return rows
+
+
 def _checked(vectors: Any, dim: int, count: int) -> list[list[float]]:
+    """Query vectors, which go straight into SQL: fully checked here."""
     rows = [list(map(float, v)) for v in vectors]
     check_vectors(rows, dim, count=count)
     return rows

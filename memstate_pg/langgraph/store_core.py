@@ -473,7 +473,8 @@ class StoreCore:
         }
         if op.ttl is not None:
             payload["ttl"] = float(op.ttl)
-        return Fact(
+        # built without pydantic validation: MemoryStore validates payload and vector anyway
+        return Fact.model_construct(
             type=self.type_name,
             payload=payload,
             namespace=self.namespace,

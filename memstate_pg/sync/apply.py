@@ -5,10 +5,11 @@ transaction that holds the per-fact advisory locks (see sql/sync_queries.sql), s
 they write is the state of each fact at a moment when no other writer of that mirror
 could be writing it: a mirror never goes back to an older version.
 
-* :func:`read_states` reads the current rows with their vectors. pgvector's binary loader
-  is registered on the *cursor* only (the pooled connection is left as it is), and the
-  numpy array becomes a list with ``tolist()``: about 4x faster than parsing the text form
-  (measured: 500 facts x 384 dims in 10 ms vs 42-57 ms).
+* :func:`read_states` reads the current rows with their vectors in binary: a loader
+  registered on the *cursor* only (the pooled connection is left as it is) turns pgvector's
+  binary form (dim, unused, float4 big-endian) into a list with numpy's ``tolist()``.
+  Measured on 500 facts x 384 dims: text form parsed in Python 42-57 ms, pgvector's own
+  binary loader + ``to_numpy().tolist()`` 10 ms, this loader about half of that.
 * :func:`write_changes` sends upserts and deletes in chunks of the mirror's native batch
   size. A chunk that fails is bisected, so one record the mirror rejects costs about
   ``2*log2(n)`` calls and fails alone while the rest is written. When nothing at all
@@ -25,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 import psycopg
-from pgvector.psycopg.vector import VectorBinaryLoader
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from psycopg.rows import dict_row
 
 from ..mirrors.base import Mirror, MirrorRecord
@@ -76,6 +79,15 @@ class WriteOutcome:
     calls: int = 0  # write calls made (native chunks, bisection included)
 
 
+class _VectorListLoader(Loader):
+    """pgvector binary -> list[float]: uint16 dim, uint16 unused, then dim big-endian float4."""
+
+    format = Format.BINARY
+
+    def load(self, data: Any) -> list[float]:
+        return np.frombuffer(data, dtype=">f4", offset=4).tolist()
+
+
 def _vector_oid(conn: psycopg.Connection) -> int:
     oid = _vector_oids.get(conn)
     if oid is None:
@@ -91,7 +103,7 @@ def read_states(conn: psycopg.Connection, fact_ids: Sequence[UUID]) -> dict[UUID
         return {}
     oid = _vector_oid(conn)
     with conn.cursor(binary=True, row_factory=dict_row) as cur:
-        cur.adapters.register_loader(oid, VectorBinaryLoader)
+        cur.adapters.register_loader(oid, _VectorListLoader)
         cur.execute(q("fact_states"), {"ids": list(fact_ids)})
         rows = cur.fetchall()
     return {
@@ -101,7 +113,7 @@ def read_states(conn: psycopg.Connection, fact_ids: Sequence[UUID]) -> dict[UUID
             type=r["type"],
             payload=r["payload"],
             content=r["content"],
-            embedding=r["embedding"].to_numpy().tolist(),
+            embedding=r["embedding"],
             embedding_model=r["embedding_model"],
             version=r["version"],
             commit_seq=r["commit_seq"],

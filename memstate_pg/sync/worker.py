@@ -48,6 +48,9 @@ __all__ = ["BatchStats", "SyncWorker"]
 log = logging.getLogger("memstate_pg.sync")
 
 CHANNEL = "memstate_outbox"
+# Errors that mean "the database is unreachable right now" (restart, network, pool
+# timeout): the loops wait and retry. Anything else is a bug and propagates.
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 DEFAULT_BATCH = 500  # when neither batch_size nor a mirror limit below it is given
 CONFIG_TTL = 2.0  # seconds a mirror's registry row is cached
 BUSY_WAIT = 0.02  # pause when the only ready rows belong to facts another worker holds
@@ -62,7 +65,6 @@ class BatchStats:
     failed: int = 0  # rows backed off (dead ones included)
     dead: int = 0  # rows parked as dead
     busy: int = 0  # rows left alone: their fact is being written by another worker
-    full: bool = False  # a batch came back full: more is probably waiting
 
     def add(self, other: BatchStats) -> None:
         self.claimed += other.claimed
@@ -70,7 +72,6 @@ class BatchStats:
         self.failed += other.failed
         self.dead += other.dead
         self.busy += other.busy
-        self.full = self.full or other.full
 
 
 class SyncWorker:
@@ -235,7 +236,6 @@ class SyncWorker:
             if config is None or not config.enabled:
                 return stats
             rows = outbox.claim(conn, name, limit)
-            stats.full = len(rows) >= limit
             mine = [r for r in rows if r.locked]
             stats.busy = len(rows) - len(mine)
             if not mine:
@@ -295,7 +295,7 @@ class SyncWorker:
                 if (stats.acked or stats.failed) and time.monotonic() < deadline:
                     continue
                 left = self.pending()
-            except psycopg.OperationalError as exc:  # Postgres restarting: wait and retry
+            except _CONNECTION_ERRORS as exc:  # Postgres restarting: wait and retry
                 log.warning("drain: database unavailable (%s); retrying", exc)
                 left = None
             if left is not None and left.pending == 0:
@@ -343,14 +343,14 @@ class SyncWorker:
                     stats = self._cycle()
                     self._maybe_reconcile()
                     db_backoff = 0.1
-                except psycopg.OperationalError as exc:
+                except _CONNECTION_ERRORS as exc:
                     log.warning("sync worker %s: database unavailable (%s); retrying", self.worker_id, exc)
                     listener = _close_quietly(listener)
                     self._sleep(db_backoff, stop_event)
                     db_backoff = min(db_backoff * 2, 5.0)
                     continue
-                if stats.full or stats.acked or stats.failed:
-                    continue  # more is likely waiting: no sleep
+                if stats.acked or stats.failed:
+                    continue  # more may be waiting: look again before sleeping
                 timeout = BUSY_WAIT if stats.busy else self._idle_timeout(stop_event)
                 listener = self._wait(listener, timeout)
         finally:
@@ -387,7 +387,7 @@ class SyncWorker:
             try:
                 for _ in listener.notifies(timeout=0):
                     pass
-            except psycopg.OperationalError:
+            except psycopg.Error:
                 return _close_quietly(listener)
         return listener
 
