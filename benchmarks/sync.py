@@ -268,7 +268,7 @@ def lag_run(dsn: str, rate: float, seconds: float, workdir: Path,
 
 
 def reconcile_run(dsn: str, n: int, workdir: Path, page_size: int) -> tuple[float, float, int]:
-    """(seconds, peak MiB of Python allocations, checked) reconciling n facts in Qdrant."""
+    """(seconds, peak MiB of Python allocations, checked) reconciling n facts in Chroma embedded."""
     import tracemalloc
 
     store = new_store(dsn)
@@ -291,6 +291,18 @@ def reconcile_run(dsn: str, n: int, workdir: Path, page_size: int) -> tuple[floa
     mirror.close()
     store.close()
     return seconds, peak / 2**20, report.checked
+
+
+def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
+    print(f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
+          "commit returned -> mirror upsert returned (ms)")
+    lag_runs = [lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers)
+                for _ in range(args.runs)]
+    print(f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
+          f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
+          f"max {statistics.median(r[2] for r in lag_runs):.1f}   "
+          f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
+          f"{lag_runs[0][3]} facts each)")
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -334,15 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label:<16}{sync_rate:>12.0f}{raw_rate:>12.0f}{sync_rate / raw_rate:>7.2f}x"
                       f"   (runs: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in runs)})")
 
-            print(f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
-                  "commit returned -> mirror upsert returned (ms)")
-            lag_runs = [lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers)
-                        for _ in range(args.runs)]
-            print(f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
-                  f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
-                  f"max {statistics.median(r[2] for r in lag_runs):.1f}   "
-                  f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
-                  f"{lag_runs[0][3]} facts each)")
+            if args.lag_seconds > 0:
+                lag_report(dsn, args, workdir)
 
             if args.reconcile_facts:
                 secs, peak, checked = reconcile_run(dsn, args.reconcile_facts, workdir, args.page_size)

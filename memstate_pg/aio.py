@@ -22,6 +22,7 @@ from .core import Begin, Embed, ExecMany, Op, StoreCore, translate
 from .embedders import Embedder, aembed
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
 from .sync.mirrors_api import AsyncMirrorsMixin
+from .vectors import aconfigure_connection
 
 
 class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
@@ -41,7 +42,8 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         elif isinstance(dsn_or_pool, str):
             self.dsn = dsn_or_pool
             self._pool = AsyncConnectionPool(dsn_or_pool, min_size=min_size, max_size=max_size,
-                                             kwargs={"autocommit": True}, open=False, name="memstate-async")
+                                             kwargs={"autocommit": True}, configure=aconfigure_connection,
+                                             open=False, name="memstate-async")
             self._owns_pool = True
         else:
             raise TypeError("AsyncMemoryStore takes a DSN string or a psycopg_pool.AsyncConnectionPool")
@@ -73,6 +75,8 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         import asyncio
 
         await asyncio.to_thread(migrations.upgrade, self.dsn)
+        if self._owns_pool and not self._pool.closed:
+            await self._pool.drain()
 
     async def close(self) -> None:
         if self._owns_pool:

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
 from .types import FactType, check_json, check_name, check_text, filter_document, make_type
+from .vectors import Vec, vector_text  # noqa: F401  (vector_text: re-exported)
 
 Q = queries.get
 
@@ -113,11 +114,6 @@ def translate(exc: BaseException) -> BaseException:
 
 
 # --- row -> model helpers ---------------------------------------------------------------
-
-
-def vector_text(vec: Sequence[float]) -> str:
-    """pgvector's text form; floats are written shortest-exact, parsed as float4."""
-    return "[" + ",".join(map(repr, map(float, vec))) + "]"
 
 
 def fact_from_row(row: dict[str, Any]) -> Fact:
@@ -258,7 +254,7 @@ class StoreCore:
             "type": ftype.name,
             "payload": payload_text,
             "content": content,
-            "embedding": vector_text(vec),
+            "embedding": Vec(vec),
             "model": model,
             "session_id": session_id,
             "fact_id": str(fact_id) if fact_id is not None else None,
@@ -424,7 +420,7 @@ class StoreCore:
         else:
             vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
         rows = yield Exec(Q("search"), {
-            "namespace": ns, "query": vector_text(vectors[0]), "k": k,
+            "namespace": ns, "query": Vec(vectors[0]), "k": k,
             "filter": json.dumps(doc) if doc is not None else None, "type": type,
             "model": model, "session_id": session_id}, "all")
         return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]

@@ -22,6 +22,7 @@ from .core import Begin, Embed, Exec, ExecMany, Op, StoreCore, translate
 from .embedders import Embedder
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
 from .sync.mirrors_api import MirrorsMixin
+from .vectors import configure_connection
 
 
 class MemoryStore(MirrorsMixin, StoreCore):
@@ -54,6 +55,7 @@ class MemoryStore(MirrorsMixin, StoreCore):
                 min_size=min_size,
                 max_size=max_size,
                 kwargs={"autocommit": True},
+                configure=configure_connection,
                 open=True,
                 name="memstate",
             )
@@ -81,6 +83,8 @@ class MemoryStore(MirrorsMixin, StoreCore):
     def migrate(self) -> None:
         """Create or upgrade schema `memstate` (idempotent; alembic, own version table)."""
         migrations.upgrade(self.dsn)
+        if self._owns_pool:  # connections opened before pgvector existed dump vectors as text
+            self._pool.drain()
 
     def close(self) -> None:
         if self._owns_pool:

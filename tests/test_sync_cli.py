@@ -142,3 +142,33 @@ def test_a_sync_process_stops_gracefully_on_sigterm(store: SyncStore, chroma_ser
     assert proc.returncode == 0, err
     assert "SIGTERM received, stopping" in err and "stopped" in err
     assert mirror.count() == 10 and not outbox_rows(store.dsn)
+
+
+def test_mirror_specs_and_rebuilding_from_options(store: SyncStore, tmp_path) -> None:
+    from memstate_pg import ValidationFailed
+    from memstate_pg.sync import mirror_from_options, parse_mirror_spec
+
+    name, m = parse_mirror_spec("mine=chroma:memory?collection=abc")
+    assert name == "mine" and isinstance(m, ChromaMirror) and m.collection_name == "abc"
+    name, q = parse_mirror_spec("q=qdrant::memory:", collection="coll")
+    assert isinstance(q, QdrantMirror) and q.collection_name == "coll"
+    q.close()
+    _, p = parse_mirror_spec(f"p=chroma:path:{tmp_path / 'c'}")
+    rebuilt = mirror_from_options("chroma", p.describe())
+    assert isinstance(rebuilt, ChromaMirror) and rebuilt.describe()["path"] == str(tmp_path / "c")
+    _, qp = parse_mirror_spec(f"qp=qdrant:path:{tmp_path / 'q'}?collection=zz")
+    options = qp.describe()
+    qp.close()
+    again = mirror_from_options("qdrant", options)
+    assert isinstance(again, QdrantMirror) and again.collection_name == "zz"
+    again.close()
+    assert mirror_from_options("qdrant", {"location": ":memory:"}) is None  # private to its process
+    assert mirror_from_options("memory", {}) is None
+    for bad in ("nonsense", "=chroma:memory", "x=chroma:", "x=chroma:ftp://h", "x=qdrant:memory"):
+        with pytest.raises(ValidationFailed):
+            parse_mirror_spec(bad)
+    store.add_mirror(InMemoryMirror(), "mem", backfill=False)
+    with pytest.raises(ValidationFailed):
+        store.use_mirror("mem", m)  # registered as memory, not chroma
+    store.use_mirror("mem", replacement := InMemoryMirror())
+    assert store.mirror("mem") is replacement
