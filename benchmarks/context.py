@@ -122,17 +122,22 @@ class BenchContext:
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
-    def dataset(self, kind: str, size: int) -> tuple[str, data.Dataset]:
+    def dataset(self, kind: str, size: int, *, with_index: bool = True) -> tuple[str, data.Dataset]:
         """A database holding `size` facts of vector kind `kind` in namespace ``bench``
-        (loaded once per run, kept until the end). Read-only for the workloads."""
+        (loaded once per run, kept until the end). Read-only for the workloads. Without
+        `with_index` the HNSW build is left out (until a workload asks for it)."""
         key = (kind, size)
         if key not in self._datasets:
             dsn = self._stack.enter_context(self.database(f"{kind}_{size}"))
-            self.log(f"loading {size:,} {kind} facts (COPY, then HNSW build)…")
-            ds = data.bulk_load(dsn, kind=kind, n=size, dim=self.dim, namespace="bench")
-            self.log(f"  loaded in {ds.load_seconds:.1f} s, index built in {ds.index_seconds:.1f} s")
+            self.log(f"loading {size:,} {kind} facts (COPY{', then HNSW build' if with_index else ''})…")
+            ds = data.bulk_load(dsn, kind=kind, n=size, dim=self.dim, namespace="bench", with_index=False)
             self._datasets[key] = (dsn, ds)
-        return self._datasets[key]
+            self.log(f"  loaded in {ds.load_seconds:.1f} s")
+        dsn, ds = self._datasets[key]
+        if with_index and not ds.index_seconds:
+            data.build_index(dsn, ds)
+            self.log(f"  HNSW index of {size:,} {kind} facts built in {ds.index_seconds:.1f} s")
+        return dsn, ds
 
     def drop_dataset(self, kind: str, size: int) -> None:
         """Forget a dataset (its database is dropped at the end of the run)."""

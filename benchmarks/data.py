@@ -70,6 +70,7 @@ class Dataset:
     row_of: dict[str, int] = field(default_factory=dict)
     load_seconds: float = 0.0
     index_seconds: float = 0.0
+    index_def: str | None = None  # the model's CREATE INDEX, dropped for the load
 
     @property
     def size(self) -> int:
@@ -106,9 +107,10 @@ def model_index(conn: psycopg.Connection, model: str) -> tuple[str, str] | None:
 
 
 def bulk_load(dsn: str, *, kind: str, n: int, dim: int, namespace: str, seed: int = 7,
-              maintenance_work_mem: str = "1GB") -> Dataset:
+              maintenance_work_mem: str = "1GB", with_index: bool = True) -> Dataset:
     """Load `n` facts of one vector kind into a migrated database (type ``note`` must be
-    registered) with COPY, then (re)build the model's HNSW index once."""
+    registered) with COPY, then (re)build the model's HNSW index once (unless
+    `with_index` is false: then see `build_index`)."""
     import time
 
     texts = [fact_text(namespace, i) for i in range(n)]
@@ -140,13 +142,24 @@ def bulk_load(dsn: str, *, kind: str, n: int, dim: int, namespace: str, seed: in
                        ((fid, 1, seq, namespace, "note", "put", payload_of(t, i), t, matrix[i], model)
                         for i, (fid, t) in enumerate(zip(ids, texts, strict=True))))
         loaded = time.perf_counter()
-        if index:
+    ds = Dataset(kind=kind, namespace=namespace, model=model, dim=dim, ids=ids, texts=texts, matrix=matrix,
+                 buckets=buckets, load_seconds=loaded - t0, index_def=index[1] if index else None)
+    if with_index:
+        build_index(dsn, ds, maintenance_work_mem)
+    return ds
+
+
+def build_index(dsn: str, ds: Dataset, maintenance_work_mem: str = "1GB") -> None:
+    """Build the HNSW index that bulk_load dropped (once), and ANALYZE."""
+    import time
+
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if ds.index_def and not model_index(conn, ds.model):
             conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
-            conn.execute(index[1])
+            conn.execute(ds.index_def)
         conn.execute("ANALYZE memstate.facts")
-        done = time.perf_counter()
-    return Dataset(kind=kind, namespace=namespace, model=model, dim=dim, ids=ids, texts=texts, matrix=matrix,
-                   buckets=buckets, load_seconds=loaded - t0, index_seconds=done - loaded)
+    ds.index_seconds = time.perf_counter() - t0
 
 
 _COPY_TYPES = {"fact_id": "uuid", "namespace": "text", "type": "text", "payload": "jsonb", "content": "text",

@@ -104,6 +104,7 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for s_dict, s in zip(out["series"], self.series, strict=True):
+            s_dict["values"] = [round(v, 4) for v in s.values]  # 0.1 µs resolution for ms
             s_dict["stats"] = s.summary()
             s_dict["ratio_to_baseline"] = self.ratio(s)
         return out
@@ -261,7 +262,7 @@ def write_chart(results: Sequence[BenchResult], out_dir: Path, stamp: str, env: 
     fig.suptitle(f"memstate-pg benchmarks — {env.get('date', '')} — PostgreSQL {env.get('postgresql')}, "
                  f"pgvector {env.get('pgvector')}, {env.get('machine', {}).get('cores')} cores "
                  "(grey: baseline; whiskers: min–max)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     paths = [out_dir / f"results-{stamp}.png", out_dir / "latest.png"]
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in paths:

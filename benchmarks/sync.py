@@ -43,15 +43,9 @@ from memstate_pg.embedders import HashingEmbedder
 from memstate_pg.mirrors import ChromaMirror, Mirror, MirrorRecord, QdrantMirror
 from memstate_pg.mirrors.base import build_payload
 from memstate_pg.mirrors.chroma import encode_metadata
-from memstate_pg.sync import MirrorsMixin, SyncWorker
+from memstate_pg.sync import SyncWorker
 from memstate_pg.sync.apply import build_record, read_states
 from memstate_pg.sync.outbox import load_config
-
-Store: Any = MemoryStore if issubclass(MemoryStore, MirrorsMixin) else type(
-    "MemoryStore", (MirrorsMixin, MemoryStore), {})
-
-TYPES = {"note": {"text_field": "text"}}
-
 
 # --- database ---------------------------------------------------------------------------
 
@@ -60,7 +54,9 @@ def fresh_database(admin_dsn: str, name: str) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     params = conninfo_to_dict(admin_dsn)
     params["dbname"] = name
@@ -72,15 +68,20 @@ def fresh_database(admin_dsn: str, name: str) -> str:
 
 
 def new_store(dsn: str) -> Any:
-    store = Store(dsn, embedder=HashingEmbedder(dim=384), max_size=4)
+    store = MemoryStore(dsn, embedder=HashingEmbedder(dim=384), max_size=4)
     store.register_schema("note", None, text_field="text")
     return store
 
 
 def commit_facts(store: Any, n: int, namespace: str) -> None:
     for start in range(0, n, 500):
-        store.commit_many([Fact(type="note", payload={"text": f"fact {i} {uuid.uuid4().hex}", "n": i})
-                           for i in range(start, min(n, start + 500))], namespace=namespace)
+        store.commit_many(
+            [
+                Fact(type="note", payload={"text": f"fact {i} {uuid.uuid4().hex}", "n": i})
+                for i in range(start, min(n, start + 500))
+            ],
+            namespace=namespace,
+        )
 
 
 # --- throughput -------------------------------------------------------------------------
@@ -91,7 +92,9 @@ def make_mirror(kind: str, workdir: Path, batch: int) -> Mirror:
     work of an earlier run (Chroma compacts its log) lands in the next measurement."""
     collection = f"b{uuid.uuid4().hex[:12]}"
     if kind == "chroma":
-        return ChromaMirror.from_path(workdir / f"chroma-{collection}", collection, batch_size=batch)
+        return ChromaMirror.from_path(
+            workdir / f"chroma-{collection}", collection, batch_size=batch
+        )
     return QdrantMirror.from_location(":memory:", collection, batch_size=batch)
 
 
@@ -99,12 +102,19 @@ def raw_upsert(kind: str, mirror: Mirror, records: list[MirrorRecord], batch: in
     """The baseline: the store's own client, the same ids, vectors, documents and metadata
     (already in the store's shape, prepared untimed), the same batch size. Timed: what a
     caller of the raw client must do, building the client's request objects and upserting."""
-    chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
+    chunks = [records[i : i + batch] for i in range(0, len(records), batch)]
     if kind == "chroma":
         assert isinstance(mirror, ChromaMirror)
         coll = mirror.collection
-        prepared = [([r.fact_id for r in c], [r.embedding for r in c], [encode_metadata(r) for r in c],
-                     [r.content for r in c]) for c in chunks]
+        prepared = [
+            (
+                [r.fact_id for r in c],
+                [r.embedding for r in c],
+                [encode_metadata(r) for r in c],
+                [r.content for r in c],
+            )
+            for c in chunks
+        ]
         t0 = time.perf_counter()
         for ids, vectors, metas, docs in prepared:
             coll.upsert(ids=ids, embeddings=vectors, metadatas=metas, documents=docs)  # type: ignore[arg-type]
@@ -113,16 +123,22 @@ def raw_upsert(kind: str, mirror: Mirror, records: list[MirrorRecord], batch: in
 
     assert isinstance(mirror, QdrantMirror)
     client, name = mirror.client, mirror.collection_name
-    client.create_collection(name, vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+    client.create_collection(
+        name, vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+    )
     prepared_q = [[(r.fact_id, r.embedding, build_payload(r)) for r in c] for c in chunks]
     t0 = time.perf_counter()
     for c in prepared_q:
-        points = [models.PointStruct(id=fid, vector=vec, payload=payload) for fid, vec, payload in c]
+        points = [
+            models.PointStruct(id=fid, vector=vec, payload=payload) for fid, vec, payload in c
+        ]
         client.upsert(name, points=points, wait=True)
     return time.perf_counter() - t0
 
 
-def throughput_run(dsn: str, kind: str, n: int, batch: int, workdir: Path, raw_first: bool) -> tuple[float, float]:
+def throughput_run(
+    dsn: str, kind: str, n: int, batch: int, workdir: Path, raw_first: bool
+) -> tuple[float, float]:
     """(sync facts/s, raw facts/s) for one run on fresh collections; `raw_first` runs the
     baseline before the worker (runs alternate, so neither side always goes second)."""
     store = new_store(dsn)
@@ -135,7 +151,10 @@ def throughput_run(dsn: str, kind: str, n: int, batch: int, workdir: Path, raw_f
     with psycopg.connect(dsn, autocommit=True) as conn:  # the same records, for the baseline
         config = load_config(conn, name)
         assert config is not None
-        ids = [r[0] for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = %s", (ns,))]
+        ids = [
+            r[0]
+            for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = %s", (ns,))
+        ]
         states = read_states(conn, ids)
     records = [build_record(config, s) for s in states.values()]
     del states
@@ -183,13 +202,17 @@ class StampingMirror(ChromaMirror):
             f.write("".join(f"{r.fact_id} {now}\n" for r in records))
 
 
-def lag_worker(dsn: str, name: str, chroma_dir: str, collection: str, stamp_path: str, ready: Any) -> None:
+def lag_worker(
+    dsn: str, name: str, chroma_dir: str, collection: str, stamp_path: str, ready: Any
+) -> None:
     import chromadb
     from chromadb.config import Settings
 
-    store = Store(dsn, max_size=1)
-    mirror = StampingMirror(chromadb.PersistentClient(path=chroma_dir, settings=Settings(anonymized_telemetry=False)),
-                            collection)
+    store = MemoryStore(dsn, max_size=1)
+    mirror = StampingMirror(
+        chromadb.PersistentClient(path=chroma_dir, settings=Settings(anonymized_telemetry=False)),
+        collection,
+    )
     mirror.stamp_path = stamp_path
     mirror.count()
     worker = SyncWorker(store, {name: mirror}, poll_interval=1.0)
@@ -200,8 +223,9 @@ def lag_worker(dsn: str, name: str, chroma_dir: str, collection: str, stamp_path
     store.close()
 
 
-def lag_run(dsn: str, rate: float, seconds: float, workdir: Path,
-            committers: int) -> tuple[float, float, float, int]:
+def lag_run(
+    dsn: str, rate: float, seconds: float, workdir: Path, committers: int
+) -> tuple[float, float, float, int]:
     """(p50 ms, p99 ms, max ms, facts) of commit-to-visible lag at a steady commit rate.
     `committers` threads share the schedule (commit i is due at start + i/rate), so the
     rate holds even when one commit takes longer than 1/rate."""
@@ -216,7 +240,9 @@ def lag_run(dsn: str, rate: float, seconds: float, workdir: Path,
     stamp_path = str(workdir / f"stamps-{ns}.txt")
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    proc = ctx.Process(target=lag_worker, args=(dsn, name, chroma_dir, collection, stamp_path, ready))
+    proc = ctx.Process(
+        target=lag_worker, args=(dsn, name, chroma_dir, collection, stamp_path, ready)
+    )
     proc.start()
     assert ready.wait(120), "lag worker did not start"
     committed: dict[str, int] = {}
@@ -234,7 +260,9 @@ def lag_run(dsn: str, rate: float, seconds: float, workdir: Path,
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            fid = store.commit(Fact(type="note", payload={"text": f"lag {i} {uuid.uuid4().hex}"}), namespace=ns)
+            fid = store.commit(
+                Fact(type="note", payload={"text": f"lag {i} {uuid.uuid4().hex}"}), namespace=ns
+            )
             committed[str(fid)] = time.monotonic_ns()
 
     threads = [threading.Thread(target=commit_on_schedule) for _ in range(committers)]
@@ -261,7 +289,12 @@ def lag_run(dsn: str, rate: float, seconds: float, workdir: Path,
         print(f"  warning: {total - len(lags)} fact(s) never seen", file=sys.stderr)
     if behind > 0.5:
         print(f"  warning: the committer fell {behind:.2f}s behind the schedule", file=sys.stderr)
-    return (lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))], lags[-1], len(lags))
+    return (
+        lags[len(lags) // 2],
+        lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+        lags[-1],
+        len(lags),
+    )
 
 
 # --- reconcile at scale ---------------------------------------------------------------------
@@ -294,15 +327,21 @@ def reconcile_run(dsn: str, n: int, workdir: Path, page_size: int) -> tuple[floa
 
 
 def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
-    print(f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
-          "commit returned -> mirror upsert returned (ms)")
-    lag_runs = [lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers)
-                for _ in range(args.runs)]
-    print(f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
-          f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
-          f"max {statistics.median(r[2] for r in lag_runs):.1f}   "
-          f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
-          f"{lag_runs[0][3]} facts each)")
+    print(
+        f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
+        "commit returned -> mirror upsert returned (ms)"
+    )
+    lag_runs = [
+        lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers)
+        for _ in range(args.runs)
+    ]
+    print(
+        f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
+        f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
+        f"max {statistics.median(r[2] for r in lag_runs):.1f}   "
+        f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
+        f"{lag_runs[0][3]} facts each)"
+    )
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -311,12 +350,19 @@ def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--facts", type=int, default=5000, help="facts per throughput run")
-    p.add_argument("--batch", type=int, default=500, help="batch size of both the worker and the raw client")
+    p.add_argument(
+        "--batch", type=int, default=500, help="batch size of both the worker and the raw client"
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rate", type=float, default=200.0, help="commits per second in the lag test")
     p.add_argument("--lag-seconds", type=float, default=10.0)
     p.add_argument("--committers", type=int, default=4, help="threads sharing the commit schedule")
-    p.add_argument("--reconcile-facts", type=int, default=0, help="also reconcile this many facts (e.g. 100000)")
+    p.add_argument(
+        "--reconcile-facts",
+        type=int,
+        default=0,
+        help="also reconcile this many facts (e.g. 100000)",
+    )
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--kinds", default="chroma,qdrant")
     args = p.parse_args(argv)
@@ -331,28 +377,40 @@ def main(argv: list[str] | None = None) -> int:
             embedded_dir = Path(os.environ.get("MEMSTATE_BENCH_DIR", workdir / "pg"))
             admin = embedded.start(embedded_dir)
         dsn = fresh_database(admin, "memstate_bench_sync")
-        print(f"postgres: {'MEMSTATE_DSN' if embedded_dir is None else 'embedded'}; {os.cpu_count()} cpu(s); "
-              f"median of {args.runs} runs")
+        print(
+            f"postgres: {'MEMSTATE_DSN' if embedded_dir is None else 'embedded'}; {os.cpu_count()} cpu(s); "
+            f"median of {args.runs} runs"
+        )
         try:
             print(f"\nthroughput: {args.facts} facts, batch {args.batch} (facts/s)")
             print(f"  {'mirror':<16}{'sync worker':>12}{'raw client':>12}{'ratio':>8}")
             for kind in [k for k in args.kinds.split(",") if k]:
-                throughput_run(dsn, kind, min(args.facts, 1000), args.batch, workdir, False)  # warm-up
-                runs = [throughput_run(dsn, kind, args.facts, args.batch, workdir, i % 2 == 1)
-                        for i in range(args.runs)]
+                throughput_run(
+                    dsn, kind, min(args.facts, 1000), args.batch, workdir, False
+                )  # warm-up
+                runs = [
+                    throughput_run(dsn, kind, args.facts, args.batch, workdir, i % 2 == 1)
+                    for i in range(args.runs)
+                ]
                 sync_rate = statistics.median(r[0] for r in runs)
                 raw_rate = statistics.median(r[1] for r in runs)
                 label = "chroma embedded" if kind == "chroma" else "qdrant :memory:"
-                print(f"  {label:<16}{sync_rate:>12.0f}{raw_rate:>12.0f}{sync_rate / raw_rate:>7.2f}x"
-                      f"   (runs: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in runs)})")
+                print(
+                    f"  {label:<16}{sync_rate:>12.0f}{raw_rate:>12.0f}{sync_rate / raw_rate:>7.2f}x"
+                    f"   (runs: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in runs)})"
+                )
 
             if args.lag_seconds > 0:
                 lag_report(dsn, args, workdir)
 
             if args.reconcile_facts:
-                secs, peak, checked = reconcile_run(dsn, args.reconcile_facts, workdir, args.page_size)
-                print(f"\nreconcile: {checked} facts (Chroma embedded, page {args.page_size}): "
-                      f"{secs:.1f} s, {checked / secs:.0f} facts/s, peak Python allocations {peak:.1f} MiB")
+                secs, peak, checked = reconcile_run(
+                    dsn, args.reconcile_facts, workdir, args.page_size
+                )
+                print(
+                    f"\nreconcile: {checked} facts (Chroma embedded, page {args.page_size}): "
+                    f"{secs:.1f} s, {checked / secs:.0f} facts/s, peak Python allocations {peak:.1f} MiB"
+                )
         finally:
             if embedded_dir is not None:
                 from memstate_pg import embedded

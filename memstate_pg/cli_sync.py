@@ -48,26 +48,27 @@ def _spec(spec: str, name: str | None, collection: str) -> tuple[str, Mirror]:
 
 
 def _store(common: Any, args: argparse.Namespace) -> Any:
-    store = common.store_from_args(args)
-    if not hasattr(store, "add_mirror"):  # until MemoryStore has the mixin in its bases
-        from .store import MemoryStore
-        from .sync.mirrors_api import MirrorsMixin
-
-        cls = type("MemoryStore", (MirrorsMixin, MemoryStore), {})
-        store.__class__ = cls
-    return store
+    """The MemoryStore the command works on (its mirror API: sync/mirrors_api.py)."""
+    return common.store_from_args(args)
 
 
 @contextmanager
-def _progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+def _progress_bar(
+    description: str, enabled: bool = True
+) -> Iterator[Callable[[int, int | None], None]]:
     """A rich progress bar, as a `progress(done, total)` callback."""
     if not enabled:
         yield lambda done, total: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int | None) -> None:
@@ -97,14 +98,23 @@ def _console() -> Any:
 def cmd_sync(common: Any, args: argparse.Namespace) -> int:
     from .sync.worker import SyncWorker
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     store = _store(common, args)
     mirrors: dict[str, Mirror] = {}
     try:
         mirrors = dict(_spec(s, None, args.collection) for s in args.mirror)
-        worker = SyncWorker(store, mirrors or None, batch_size=args.batch_size, max_attempts=args.max_attempts,
-                            poll_interval=args.poll_interval, reconcile_every=args.reconcile_every)
+        worker = SyncWorker(
+            store,
+            mirrors or None,
+            batch_size=args.batch_size,
+            max_attempts=args.max_attempts,
+            poll_interval=args.poll_interval,
+            reconcile_every=args.reconcile_every,
+        )
         with worker:
             if args.once:
                 print(f"acked {worker.run_once()} outbox row(s)")
@@ -127,8 +137,9 @@ def cmd_reconcile(common: Any, args: argparse.Namespace) -> int:
         if args.mirror:
             store.use_mirror(*_spec(args.mirror, args.name, args.collection))
         with _progress_bar(f"reconcile {args.name}", not args.json) as progress:
-            report = store.reconcile(args.name, repair=not args.no_repair, page_size=args.page_size,
-                                     progress=progress)
+            report = store.reconcile(
+                args.name, repair=not args.no_repair, page_size=args.page_size, progress=progress
+            )
         if args.json:
             print(report.model_dump_json())
         else:
@@ -137,8 +148,12 @@ def cmd_reconcile(common: Any, args: argparse.Namespace) -> int:
             table = Table(title=f"reconcile {args.name}")
             for col in ("checked", "missing", "stale", "ghosts", "repaired", "seconds"):
                 table.add_column(col, justify="right")
-            table.add_row(*(str(getattr(report, c)) for c in ("checked", "missing", "stale", "ghosts",
-                                                                "repaired", "seconds")))
+            table.add_row(
+                *(
+                    str(getattr(report, c))
+                    for c in ("checked", "missing", "stale", "ghosts", "repaired", "seconds")
+                )
+            )
             _console().print(table)
         return 1 if args.no_repair and report.drift else 0
     finally:
@@ -160,12 +175,26 @@ def cmd_status(common: Any, args: argparse.Namespace) -> int:
     store = _store(common, args)
     try:
         status = store.status()
-        dead = {name: store.dead_letters(name, limit=args.errors) for name, s in status.items() if s.dead}
+        dead = {
+            name: store.dead_letters(name, limit=args.errors)
+            for name, s in status.items()
+            if s.dead
+        }
         if args.json:
-            out = {name: {**s.model_dump(mode="json"),
-                          "dead_letters": [{"fact_id": str(r["fact_id"]), "attempts": r["attempts"],
-                                            "last_error": r["last_error"]} for r in dead.get(name, [])]}
-                   for name, s in status.items()}
+            out = {
+                name: {
+                    **s.model_dump(mode="json"),
+                    "dead_letters": [
+                        {
+                            "fact_id": str(r["fact_id"]),
+                            "attempts": r["attempts"],
+                            "last_error": r["last_error"],
+                        }
+                        for r in dead.get(name, [])
+                    ],
+                }
+                for name, s in status.items()
+            }
             print(json.dumps(out, indent=2))
             return 0
         from rich.table import Table
@@ -175,24 +204,53 @@ def cmd_status(common: Any, args: argparse.Namespace) -> int:
             console.print("no mirrors registered (memstate-pg mirror add NAME --mirror SPEC)")
             return 0
         table = Table(title="mirrors")
-        for col in ("mirror", "kind", "enabled", "pending", "dead", "lag", "last synced seq",
-                    "last synced", "last reconcile"):
+        for col in (
+            "mirror",
+            "kind",
+            "enabled",
+            "pending",
+            "dead",
+            "lag",
+            "last synced seq",
+            "last synced",
+            "last reconcile",
+        ):
             table.add_column(col)
         for name, s in status.items():
             rec = s.last_reconcile or {}
-            last_rec = "-" if not rec else (
-                f"{rec.get('missing', 0)} missing, {rec.get('stale', 0)} stale, {rec.get('ghosts', 0)} ghosts, "
-                f"{rec.get('repaired', 0)} repaired"
-                + (f" ({s.last_reconciled_at:%Y-%m-%d %H:%M:%S})" if s.last_reconciled_at else ""))
-            table.add_row(name, s.kind, "yes" if s.enabled else "no", str(s.pending), str(s.dead),
-                          _age(s.oldest_pending_age), str(s.last_synced_seq or "-"),
-                          f"{s.last_synced_at:%Y-%m-%d %H:%M:%S}" if s.last_synced_at else "-", last_rec)
+            last_rec = (
+                "-"
+                if not rec
+                else (
+                    f"{rec.get('missing', 0)} missing, {rec.get('stale', 0)} stale, {rec.get('ghosts', 0)} ghosts, "
+                    f"{rec.get('repaired', 0)} repaired"
+                    + (
+                        f" ({s.last_reconciled_at:%Y-%m-%d %H:%M:%S})"
+                        if s.last_reconciled_at
+                        else ""
+                    )
+                )
+            )
+            table.add_row(
+                name,
+                s.kind,
+                "yes" if s.enabled else "no",
+                str(s.pending),
+                str(s.dead),
+                _age(s.oldest_pending_age),
+                str(s.last_synced_seq or "-"),
+                f"{s.last_synced_at:%Y-%m-%d %H:%M:%S}" if s.last_synced_at else "-",
+                last_rec,
+            )
         console.print(table)
         for name, rows in dead.items():
             console.print(f"[bold red]{name}[/]: dead rows (memstate-pg requeue {name}):")
             for r in rows:
-                console.print(f"  fact {r['fact_id']} after {r['attempts']} attempts: {r['last_error']}",
-                              markup=False, highlight=False)
+                console.print(
+                    f"  fact {r['fact_id']} after {r['attempts']} attempts: {r['last_error']}",
+                    markup=False,
+                    highlight=False,
+                )
         return 0
     finally:
         store.close()
@@ -215,11 +273,19 @@ def cmd_mirror_add(common: Any, args: argparse.Namespace) -> int:
     try:
         name, mirror = _spec(args.mirror, args.name, args.collection)
         with _progress_bar(f"backfill {name}", not args.no_backfill) as progress:
-            store.add_mirror(mirror, name, metadata_fields=args.metadata_field or (),
-                             namespaces=args.namespace or None, types=args.type or None,
-                             backfill=not args.no_backfill, progress=progress)
+            store.add_mirror(
+                mirror,
+                name,
+                metadata_fields=args.metadata_field or (),
+                namespaces=args.namespace or None,
+                types=args.type or None,
+                backfill=not args.no_backfill,
+                progress=progress,
+            )
         pending = store.status()[name].pending
-        print(f"mirror {name} ({mirror.kind}) registered; {pending} row(s) pending: run `memstate-pg sync`")
+        print(
+            f"mirror {name} ({mirror.kind}) registered; {pending} row(s) pending: run `memstate-pg sync`"
+        )
         return 0
     finally:
         _close_mirrors(store.mirrors().values())
@@ -239,7 +305,9 @@ def cmd_mirror_remove(common: Any, args: argparse.Namespace) -> int:
 # --- wiring ---------------------------------------------------------------------------
 
 
-def _bind(fn: Callable[[Any, argparse.Namespace], int], common: Any) -> Callable[[argparse.Namespace], int]:
+def _bind(
+    fn: Callable[[Any, argparse.Namespace], int], common: Any
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(common, args)
@@ -251,22 +319,30 @@ def _bind(fn: Callable[[Any, argparse.Namespace], int], common: Any) -> Callable
 
 
 def _mirror_option(p: argparse.ArgumentParser, *, many: bool) -> None:
-    p.add_argument("--mirror", action="append" if many else "store", default=[] if many else None,
-                   metavar="[NAME=]KIND:LOCATION",
-                   help="where the mirror's store is: chroma:http://host:port, chroma:path:DIR, "
-                        "qdrant:http://host:port, qdrant:path:DIR, qdrant::memory: "
-                        "(optionally ?collection=C)")
+    p.add_argument(
+        "--mirror",
+        action="append" if many else "store",
+        default=[] if many else None,
+        metavar="[NAME=]KIND:LOCATION",
+        help="where the mirror's store is: chroma:http://host:port, chroma:path:DIR, "
+        "qdrant:http://host:port, qdrant:path:DIR, qdrant::memory: "
+        "(optionally ?collection=C)",
+    )
     p.add_argument("--collection", default="memory", help="collection name (default: memory)")
 
 
 def register(subparsers: Any, common: ModuleType | Any) -> None:
     """Add sync, reconcile, status, requeue and mirror to an argparse subparsers object."""
-    p = subparsers.add_parser("sync", help="feed the mirrors from the outbox (LISTEN/NOTIFY worker)")
+    p = subparsers.add_parser(
+        "sync", help="feed the mirrors from the outbox (LISTEN/NOTIFY worker)"
+    )
     common.add_dsn_argument(p)
     _mirror_option(p, many=True)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process one batch per mirror and exit")
-    mode.add_argument("--drain", action="store_true", help="run until nothing is pending, then exit")
+    mode.add_argument(
+        "--drain", action="store_true", help="run until nothing is pending, then exit"
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="--drain gives up after this (s)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-attempts", type=int, default=8)
@@ -284,7 +360,9 @@ def register(subparsers: Any, common: ModuleType | Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bind(cmd_reconcile, common))
 
-    p = subparsers.add_parser("status", help="per mirror: pending, dead, lag, last sync and reconcile")
+    p = subparsers.add_parser(
+        "status", help="per mirror: pending, dead, lag, last sync and reconcile"
+    )
     common.add_dsn_argument(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--errors", type=int, default=5, help="dead rows shown per mirror")
@@ -302,9 +380,16 @@ def register(subparsers: Any, common: ModuleType | Any) -> None:
     common.add_dsn_argument(a)
     a.add_argument("name")
     _mirror_option(a, many=False)
-    a.add_argument("--metadata-field", action="append", default=[], metavar="FIELD",
-                   help="payload field carried as point metadata (repeatable; dotted paths allowed)")
-    a.add_argument("--namespace", action="append", default=[], help="only these namespaces (repeatable)")
+    a.add_argument(
+        "--metadata-field",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="payload field carried as point metadata (repeatable; dotted paths allowed)",
+    )
+    a.add_argument(
+        "--namespace", action="append", default=[], help="only these namespaces (repeatable)"
+    )
     a.add_argument("--type", action="append", default=[], help="only these fact types (repeatable)")
     a.add_argument("--no-backfill", action="store_true", help="only changes from now on")
     a.set_defaults(func=_bind(cmd_mirror_add, common))
@@ -318,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one sync subcommand on its own (``python -m memstate_pg.cli_sync …``)."""
     from . import cli_common
 
-    parser = argparse.ArgumentParser(prog="memstate-pg", description="memstate-pg mirror sync commands")
+    parser = argparse.ArgumentParser(
+        prog="memstate-pg", description="memstate-pg mirror sync commands"
+    )
     register(parser.add_subparsers(dest="command", required=True), cli_common)
     args = parser.parse_args(argv)
     return args.func(args)

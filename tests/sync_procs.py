@@ -27,23 +27,25 @@ from memstate_pg.mirrors import ChromaMirror, Mirror, MirrorPoint, MirrorRecord
 from memstate_pg.sync import MirrorsMixin, SyncWorker
 from memstate_pg.sync.apply import read_states
 
-if issubclass(MemoryStore, MirrorsMixin):
-    SyncStore = MemoryStore
-else:  # until the lead adds MirrorsMixin to MemoryStore's bases
-
-    class SyncStore(MirrorsMixin, MemoryStore):  # type: ignore[no-redef]
-        """MemoryStore with the mirror API."""
+assert issubclass(MemoryStore, MirrorsMixin)
+SyncStore = MemoryStore  # the store the sync tests use (the name predates the integration)
 
 
 # --- comparing a mirror with Postgres ---------------------------------------------------
 
 
-def pg_live(dsn: str, namespaces: Sequence[str] | None = None) -> dict[str, tuple[int, list[float]]]:
+def pg_live(
+    dsn: str, namespaces: Sequence[str] | None = None
+) -> dict[str, tuple[int, list[float]]]:
     """{fact_id: (version, embedding)} of the live facts (in `namespaces`, if given)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = [r[0] for r in conn.execute(
-            "SELECT fact_id FROM memstate.facts WHERE %(ns)s::text[] IS NULL OR namespace = ANY(%(ns)s)",
-            {"ns": list(namespaces) if namespaces is not None else None})]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT fact_id FROM memstate.facts WHERE %(ns)s::text[] IS NULL OR namespace = ANY(%(ns)s)",
+                {"ns": list(namespaces) if namespaces is not None else None},
+            )
+        ]
         states = read_states(conn, ids)
     return {str(fid): (s.version, s.embedding) for fid, s in states.items()}
 
@@ -57,8 +59,9 @@ def _unit(v: Sequence[float]) -> list[float]:
     return [x / n for x in v]
 
 
-def drift(dsn: str, mirror: Mirror, namespaces: Sequence[str] | None = None,
-          vectors: bool = True) -> dict[str, Any]:
+def drift(
+    dsn: str, mirror: Mirror, namespaces: Sequence[str] | None = None, vectors: bool = True
+) -> dict[str, Any]:
     """What differs between Postgres's live set and the mirror, by id, version and vector
     (compared after normalising: Qdrant stores cosine vectors as unit vectors)."""
     live = pg_live(dsn, namespaces)
@@ -88,7 +91,8 @@ def outbox_rows(dsn: str, mirror: str | None = None) -> list[dict[str, Any]]:
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
         return conn.execute(
             "SELECT * FROM memstate.outbox WHERE %(m)s::text IS NULL OR mirror = %(m)s ORDER BY id",
-            {"m": mirror}).fetchall()
+            {"m": mirror},
+        ).fetchall()
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
@@ -129,7 +133,15 @@ class RecordingMirror(Mirror):
 
     def _call(self, items: list[list[Any]], fn) -> None:
         call = f"{os.getpid()}-{time.monotonic_ns()}"
-        self._log({"ev": "begin", "call": call, "pid": os.getpid(), "t": time.monotonic_ns(), "items": items})
+        self._log(
+            {
+                "ev": "begin",
+                "call": call,
+                "pid": os.getpid(),
+                "t": time.monotonic_ns(),
+                "items": items,
+            }
+        )
         if self.delay:
             time.sleep(self.delay)
         fn()
@@ -197,7 +209,9 @@ def ordering_violations(calls: list[dict[str, Any]]) -> list[str]:
         top = -1
         for i, (t0, _t1, version, pid) in enumerate(writes):
             if i and t0 < writes[i - 1][1]:
-                problems.append(f"{fid}: write by {pid} overlaps the previous one (by {writes[i - 1][3]})")
+                problems.append(
+                    f"{fid}: write by {pid} overlaps the previous one (by {writes[i - 1][3]})"
+                )
             if version is not None:
                 if version < top:
                     problems.append(f"{fid}: version {version} written after {top}")
@@ -215,9 +229,18 @@ def forkserver() -> Any:
     return ctx
 
 
-def run_worker(dsn: str, name: str, chroma_url: str, collection: str, *, log_path: str | None = None,
-               delay: float = 0.0, batch_size: int = 20, poll_interval: float = 0.2,
-               ready: Any = None) -> None:
+def run_worker(
+    dsn: str,
+    name: str,
+    chroma_url: str,
+    collection: str,
+    *,
+    log_path: str | None = None,
+    delay: float = 0.0,
+    batch_size: int = 20,
+    poll_interval: float = 0.2,
+    ready: Any = None,
+) -> None:
     """A sync worker process: feeds mirror `name` (a Chroma server) until SIGTERM. Sets
     the multiprocessing Event `ready` once connected, right before it starts syncing."""
     store = SyncStore(dsn, min_size=1, max_size=1)
@@ -225,8 +248,15 @@ def run_worker(dsn: str, name: str, chroma_url: str, collection: str, *, log_pat
         mirror: Mirror = ChromaMirror.from_url(chroma_url, collection)
         if log_path is not None:
             mirror = RecordingMirror(mirror, log_path, delay=delay)
-        worker = SyncWorker(store, {name: mirror}, batch_size=batch_size, poll_interval=poll_interval,
-                            backoff_base=0.05, backoff_max=0.5, max_attempts=1000)
+        worker = SyncWorker(
+            store,
+            {name: mirror},
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            backoff_base=0.05,
+            backoff_max=0.5,
+            max_attempts=1000,
+        )
         with worker:
             worker.mirrors  # noqa: B018 - resolve and check the registration now
             if ready is not None:
@@ -236,8 +266,14 @@ def run_worker(dsn: str, name: str, chroma_url: str, collection: str, *, log_pat
         store.close()
 
 
-def writer_ops(store: MemoryStore, rng: random.Random, namespace: str, n_ops: int,
-               shared: Sequence[str] = (), stop: Any = None) -> int:
+def writer_ops(
+    store: MemoryStore,
+    rng: random.Random,
+    namespace: str,
+    n_ops: int,
+    shared: Sequence[str] = (),
+    stop: Any = None,
+) -> int:
     """Random commits, updates, deletes and rollbacks in `namespace` (plus updates of the
     `shared` fact ids, contended with other writers). Returns the number of writes done."""
     own: list[str] = []
@@ -248,13 +284,28 @@ def writer_ops(store: MemoryStore, rng: random.Random, namespace: str, n_ops: in
         roll = rng.random()
         try:
             if roll < 0.45 or not own:
-                own.append(str(store.commit(Fact(type="note", payload={"text": f"{namespace} {i} {rng.random()}",
-                                                                       "tags": [namespace]}),
-                                            namespace=namespace)))
+                own.append(
+                    str(
+                        store.commit(
+                            Fact(
+                                type="note",
+                                payload={
+                                    "text": f"{namespace} {i} {rng.random()}",
+                                    "tags": [namespace],
+                                },
+                            ),
+                            namespace=namespace,
+                        )
+                    )
+                )
             elif roll < 0.65:
-                store.update(rng.choice(own), {"payload": {"text": f"upd {i} {rng.random()}", "tags": ["u"]}})
+                store.update(
+                    rng.choice(own), {"payload": {"text": f"upd {i} {rng.random()}", "tags": ["u"]}}
+                )
             elif roll < 0.8 and shared:
-                store.update(rng.choice(shared), {"payload": {"text": f"shared {namespace} {i}", "tags": []}})
+                store.update(
+                    rng.choice(shared), {"payload": {"text": f"shared {namespace} {i}", "tags": []}}
+                )
             elif roll < 0.93:
                 store.delete(own.pop(rng.randrange(len(own))))
             else:

@@ -53,11 +53,20 @@ def make(kind: str, tmp_path) -> Mirror:
     return InMemoryMirror()
 
 
-def record(fid: str, version: int, *, namespace: str = "default", text: str = "planted") -> MirrorRecord:
+def record(
+    fid: str, version: int, *, namespace: str = "default", text: str = "planted"
+) -> MirrorRecord:
     rng = random.Random(fid)
-    return MirrorRecord(fact_id=fid, version=version, namespace=namespace, type="note",
-                        embedding=[rng.random() for _ in range(384)], embedding_model="hashing-v1-384",
-                        content=text, metadata={})
+    return MirrorRecord(
+        fact_id=fid,
+        version=version,
+        namespace=namespace,
+        type="note",
+        embedding=[rng.random() for _ in range(384)],
+        embedding_model="hashing-v1-384",
+        content=text,
+        metadata={},
+    )
 
 
 @pytest.mark.parametrize("kind", ["chroma", "qdrant", "memory"])
@@ -67,18 +76,22 @@ def test_planted_drift_is_found_and_repaired(store: SyncStore, tmp_path, kind: s
     ids = [str(store.commit(Fact(type="note", payload={"text": f"n{i}"}))) for i in range(30)]
     for fid in ids[:5]:
         store.update(fid, {"payload": {"text": "v2"}})
-    other_ns = str(store.commit(Fact(type="note", payload={"text": "elsewhere"}), namespace="other"))
+    other_ns = str(
+        store.commit(Fact(type="note", payload={"text": "elsewhere"}), namespace="other")
+    )
     deleted = ids[29]
     store.delete(deleted)
     with SyncWorker(store) as w:
         assert w.drain(10)
     assert store.reconcile("m", repair=False).drift == 0
 
-    m.delete([ids[10], ids[11]])                                   # missing
-    m.upsert([record(ids[0], 1), record(ids[1], 1)])                # stale: an old version
-    m.upsert([record(ids[12], 1, text="altered")])                  # same version, other vector
+    m.delete([ids[10], ids[11]])  # missing
+    m.upsert([record(ids[0], 1), record(ids[1], 1)])  # stale: an old version
+    m.upsert([record(ids[12], 1, text="altered")])  # same version, other vector
     ghost = str(uuid.uuid4())
-    m.upsert([record(ghost, 3), record(deleted, 1), record(other_ns, 1, namespace="other")])  # ghosts
+    m.upsert(
+        [record(ghost, 3), record(deleted, 1), record(other_ns, 1, namespace="other")]
+    )  # ghosts
     report = store.reconcile("m", repair=False)
     assert (report.missing, report.stale, report.ghosts, report.repaired) == (2, 2, 3, 0)
     assert report.checked == 29 + 3
@@ -106,8 +119,11 @@ def test_foreign_ids_in_chroma_are_ghosts(store: SyncStore, tmp_path) -> None:
     with SyncWorker(store) as w:
         assert w.drain(10)
     upper = str(uuid.uuid4()).upper()
-    m.collection.add(ids=["not-a-uuid", upper], embeddings=[[0.1] * 384, [0.2] * 384],
-                     metadatas=[{"version": 1}, {"version": 1}])
+    m.collection.add(
+        ids=["not-a-uuid", upper],
+        embeddings=[[0.1] * 384, [0.2] * 384],
+        metadatas=[{"version": 1}, {"version": 1}],
+    )
     report = store.reconcile("m")
     assert report.ghosts == 2 and report.repaired == 2 and m.count() == 1
 
@@ -194,7 +210,9 @@ def test_reconcile_during_sync_never_writes_an_old_version(store: SyncStore, tmp
     t = threading.Thread(target=worker.run_forever, daemon=True)
     t.start()
     stop = threading.Event()
-    writer = threading.Thread(target=writer_ops, args=(store, random.Random(5), "default", 250, (), stop))
+    writer = threading.Thread(
+        target=writer_ops, args=(store, random.Random(5), "default", 250, (), stop)
+    )
     writer.start()
     reports = []
     while writer.is_alive():

@@ -46,11 +46,22 @@ def status_json(capsys, dsn: str) -> dict:
 
 
 def test_add_sync_status_reconcile(store: SyncStore, chroma_server: ChromaServer, capsys) -> None:
-    store.commit_many([Fact(type="note", payload={"text": f"n{i}", "tags": ["t"]}) for i in range(25)])
+    store.commit_many(
+        [Fact(type="note", payload={"text": f"n{i}", "tags": ["t"]}) for i in range(25)]
+    )
     collection = f"cli_{uuid.uuid4().hex[:10]}"
-    code, out, err = run(capsys, "mirror", "add", "chroma", "--dsn", store.dsn,
-                         "--mirror", f"chroma:{chroma_server.url}?collection={collection}",
-                         "--metadata-field", "tags")
+    code, out, err = run(
+        capsys,
+        "mirror",
+        "add",
+        "chroma",
+        "--dsn",
+        store.dsn,
+        "--mirror",
+        f"chroma:{chroma_server.url}?collection={collection}",
+        "--metadata-field",
+        "tags",
+    )
     assert code == 0, err
     assert "registered; 25 row(s) pending" in out
     assert status_json(capsys, store.dsn)["chroma"]["pending"] == 25
@@ -61,7 +72,10 @@ def test_add_sync_status_reconcile(store: SyncStore, chroma_server: ChromaServer
     assert st["pending"] == 0 and st["last_synced_seq"] is not None
     mirror = ChromaMirror.from_url(chroma_server.url, collection)
     assert no_drift(drift(store.dsn, mirror))
-    assert mirror.get([mirror.collection.get(limit=1)["ids"][0]]).popitem()[1].metadata["tags"] == '["t"]'
+    assert (
+        mirror.get([mirror.collection.get(limit=1)["ids"][0]]).popitem()[1].metadata["tags"]
+        == '["t"]'
+    )
 
     mirror.delete([fid for fid, _ in next(mirror.scan(3))])
     code, out, _ = run(capsys, "reconcile", "chroma", "--dsn", store.dsn, "--no-repair", "--json")
@@ -80,12 +94,24 @@ def test_add_sync_status_reconcile(store: SyncStore, chroma_server: ChromaServer
 
 def test_sync_once_with_a_qdrant_path_spec(store: SyncStore, tmp_path, capsys) -> None:
     path = str(tmp_path / "qdrant")
-    code, _, err = run(capsys, "mirror", "add", "q", "--dsn", store.dsn, "--mirror", f"qdrant:path:{path}",
-                       "--namespace", "a")
+    code, _, err = run(
+        capsys,
+        "mirror",
+        "add",
+        "q",
+        "--dsn",
+        store.dsn,
+        "--mirror",
+        f"qdrant:path:{path}",
+        "--namespace",
+        "a",
+    )
     assert code == 0, err
     store.commit(Fact(type="note", payload={"text": "in a"}), namespace="a")
     store.commit(Fact(type="note", payload={"text": "in b"}), namespace="b")
-    code, out, err = run(capsys, "sync", "--dsn", store.dsn, "--once", "--mirror", f"q=qdrant:path:{path}")
+    code, out, err = run(
+        capsys, "sync", "--dsn", store.dsn, "--once", "--mirror", f"q=qdrant:path:{path}"
+    )
     assert code == 0 and "acked 1 outbox row(s)" in out, err
     mirror = QdrantMirror.from_location(path)  # the command closed its client: the dir is free
     try:
@@ -112,7 +138,9 @@ def test_dead_rows_show_in_status_and_requeue(store: SyncStore, capsys) -> None:
 def test_bad_input_is_a_clear_error(store: SyncStore, capsys) -> None:
     code, _, err = run(capsys, "sync", "--dsn", store.dsn, "--once", "--mirror", "nonsense")
     assert code == 2 and "bad mirror spec" in err
-    code, _, err = run(capsys, "sync", "--dsn", store.dsn, "--once", "--mirror", "x=redis:http://h:1")
+    code, _, err = run(
+        capsys, "sync", "--dsn", store.dsn, "--once", "--mirror", "x=redis:http://h:1"
+    )
     assert code == 2 and "unknown mirror kind" in err
     code, _, err = run(capsys, "requeue", "nope", "--dsn", store.dsn)
     assert code == 2 and "no mirror 'nope'" in err
@@ -120,15 +148,31 @@ def test_bad_input_is_a_clear_error(store: SyncStore, capsys) -> None:
     assert code == 2 and "needs --mirror" in err
 
 
-def test_a_sync_process_stops_gracefully_on_sigterm(store: SyncStore, chroma_server: ChromaServer) -> None:
+def test_a_sync_process_stops_gracefully_on_sigterm(
+    store: SyncStore, chroma_server: ChromaServer
+) -> None:
     collection = f"sig_{uuid.uuid4().hex[:10]}"
     mirror = ChromaMirror.from_url(chroma_server.url, collection)
     store.add_mirror(mirror, "chroma")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memstate_pg.cli_sync", "sync", "--dsn", store.dsn, "--poll-interval", "0.2",
-         "--mirror", f"chroma=chroma:{chroma_server.url}?collection={collection}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "memstate_pg.cli_sync",
+            "sync",
+            "--dsn",
+            store.dsn,
+            "--poll-interval",
+            "0.2",
+            "--mirror",
+            f"chroma=chroma:{chroma_server.url}?collection={collection}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         store.commit_many([Fact(type="note", payload={"text": f"n{i}"}) for i in range(10)])
         assert wait_for(lambda: mirror.count() == 10 or proc.poll() is not None, timeout=60)

@@ -59,20 +59,27 @@ def chroma(store: SyncStore, chroma_server: ChromaServer) -> Iterator[tuple[Chro
     yield mirror, collection
 
 
-def test_a_worker_killed_at_random_loses_nothing(store: SyncStore, chroma, chroma_server, tmp_path) -> None:
+def test_a_worker_killed_at_random_loses_nothing(
+    store: SyncStore, chroma, chroma_server, tmp_path
+) -> None:
     mirror, collection = chroma
     ctx = forkserver()
     log = str(tmp_path / "writes.jsonl")
     stop = threading.Event()
-    writer = threading.Thread(target=writer_ops, args=(store, random.Random(11), "default", 10**6, (), stop))
+    writer = threading.Thread(
+        target=writer_ops, args=(store, random.Random(11), "default", 10**6, (), stop)
+    )
     writer.start()
     rng = random.Random(3)
     exit_codes = []
     try:
         for _ in range(22):
             ready = ctx.Event()
-            p = ctx.Process(target=run_worker, args=(store.dsn, "chroma", chroma_server.url, collection),
-                            kwargs={"log_path": log, "delay": 0.01, "batch_size": 10, "ready": ready})
+            p = ctx.Process(
+                target=run_worker,
+                args=(store.dsn, "chroma", chroma_server.url, collection),
+                kwargs={"log_path": log, "delay": 0.01, "batch_size": 10, "ready": ready},
+            )
             p.start()
             assert ready.wait(30)
             time.sleep(rng.uniform(0.0, 0.3))  # somewhere in claim, read, write, ack or commit
@@ -96,16 +103,25 @@ def test_a_worker_killed_at_random_loses_nothing(store: SyncStore, chroma, chrom
 
 def test_four_workers_and_four_writers(store: SyncStore, chroma, chroma_server, tmp_path) -> None:
     mirror, collection = chroma
-    shared = [str(store.commit(Fact(type="note", payload={"text": f"shared {i}"}), namespace="shared"))
-              for i in range(8)]
+    shared = [
+        str(store.commit(Fact(type="note", payload={"text": f"shared {i}"}), namespace="shared"))
+        for i in range(8)
+    ]
     ctx = forkserver()
     logs = [str(tmp_path / f"worker{i}.jsonl") for i in range(4)]
-    workers = [ctx.Process(target=run_worker, args=(store.dsn, "chroma", chroma_server.url, collection),
-                           kwargs={"log_path": logs[i], "batch_size": 8, "poll_interval": 0.1})
-               for i in range(4)]
+    workers = [
+        ctx.Process(
+            target=run_worker,
+            args=(store.dsn, "chroma", chroma_server.url, collection),
+            kwargs={"log_path": logs[i], "batch_size": 8, "poll_interval": 0.1},
+        )
+        for i in range(4)
+    ]
     for p in workers:
         p.start()
-    writers = [ctx.Process(target=run_writer, args=(store.dsn, f"w{i}", 120, i, shared)) for i in range(4)]
+    writers = [
+        ctx.Process(target=run_writer, args=(store.dsn, f"w{i}", 120, i, shared)) for i in range(4)
+    ]
     try:
         for p in writers:
             p.start()
@@ -132,8 +148,14 @@ def test_four_workers_and_four_writers(store: SyncStore, chroma, chroma_server, 
 
 def test_the_mirror_down_for_a_stretch(store: SyncStore, chroma, chroma_server) -> None:
     mirror, _ = chroma
-    worker = SyncWorker(store, {"chroma": mirror}, poll_interval=0.1, backoff_base=0.05, backoff_max=0.4,
-                        max_attempts=1000)
+    worker = SyncWorker(
+        store,
+        {"chroma": mirror},
+        poll_interval=0.1,
+        backoff_base=0.05,
+        backoff_max=0.4,
+        max_attempts=1000,
+    )
     t = threading.Thread(target=worker.run_forever, daemon=True)
     t.start()
     try:

@@ -55,9 +55,13 @@ def make_mirror(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[
 def test_updates_deletes_and_rollbacks_converge(store: SyncStore, make_mirror, kind: str) -> None:
     m = make_mirror(kind)
     store.add_mirror(m, "m", metadata_fields=["tags", "role"])
-    ids = [store.commit(Fact(type="note", payload={"text": f"note {i}", "tags": ["a", str(i)]}))
-           for i in range(12)]
-    pref = store.commit(Fact(type="preference", payload={"topic": "tea", "value": "green", "role": "dislike"}))
+    ids = [
+        store.commit(Fact(type="note", payload={"text": f"note {i}", "tags": ["a", str(i)]}))
+        for i in range(12)
+    ]
+    pref = store.commit(
+        Fact(type="preference", payload={"topic": "tea", "value": "green", "role": "dislike"})
+    )
     with SyncWorker(store, batch_size=5) as w:
         assert w.drain(20)
         for fid in ids[:4]:
@@ -80,21 +84,26 @@ def test_updates_deletes_and_rollbacks_converge(store: SyncStore, make_mirror, k
 
 
 @pytest.mark.parametrize("kind", ["chroma-embedded", "qdrant-memory"])
-def test_a_record_the_store_rejects_is_parked_alone(store: SyncStore, make_mirror, kind: str) -> None:
+def test_a_record_the_store_rejects_is_parked_alone(
+    store: SyncStore, make_mirror, kind: str
+) -> None:
     m = make_mirror(kind)
     store.add_mirror(m, "m")
     first = store.commit(Fact(type="note", payload={"text": "sets the collection's dimension"}))
     w = SyncWorker(store, max_attempts=2, backoff_base=0.0, backoff_max=0.0)
     assert w.drain(10)
     good = [store.commit(Fact(type="note", payload={"text": f"ok {i}"})) for i in range(9)]
-    odd = store.commit(Fact(type="note", payload={"text": "8 dims"}, embedding=[0.5] * 8,
-                            embedding_model="tiny-8"))
+    odd = store.commit(
+        Fact(type="note", payload={"text": "8 dims"}, embedding=[0.5] * 8, embedding_model="tiny-8")
+    )
     good += [store.commit(Fact(type="note", payload={"text": f"ok later {i}"})) for i in range(6)]
     assert w.drain(20)
     w.close()
     (dead,) = outbox_rows(store.dsn, "m")
     assert dead["fact_id"] == odd and dead["dead_at"] is not None
-    assert dead["last_error"].startswith("MirrorError: ") and "dimension" in dead["last_error"].lower()
+    assert (
+        dead["last_error"].startswith("MirrorError: ") and "dimension" in dead["last_error"].lower()
+    )
     held = {fid for page in m.scan() for fid, _ in page}
     assert held == {str(f) for f in [first, *good]}
     assert store.status()["m"].dead == 1

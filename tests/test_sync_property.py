@@ -57,12 +57,16 @@ faults = st.tuples(
 )  # fail_before, fail_after, timeout (sum <= 0.7: every write succeeds eventually)
 
 
-def apply(store: SyncStore, ns: str, step: tuple, flaky: list[FlakyMirror], worker: SyncWorker) -> None:
+def apply(
+    store: SyncStore, ns: str, step: tuple, flaky: list[FlakyMirror], worker: SyncWorker
+) -> None:
     kind = step[0]
     live = [f.id for f in store.query(namespace=ns)] if kind in ("update", "delete", "tx") else []
     try:
         if kind == "commit":
-            store.commit(Fact(type="note", payload={"text": step[1]}), namespace=ns, session_id=step[2])
+            store.commit(
+                Fact(type="note", payload={"text": step[1]}), namespace=ns, session_id=step[2]
+            )
         elif kind == "update" and live:
             store.update(live[step[1] % len(live)], {"payload": {"text": step[2], "tags": ["u"]}})
         elif kind == "delete" and live:
@@ -76,7 +80,11 @@ def apply(store: SyncStore, ns: str, step: tuple, flaky: list[FlakyMirror], work
         elif kind == "rollback":
             store.rollback(step[1], namespace=ns)
         elif kind == "revert_last_rollback":
-            rollbacks = [c for c in store.commits(namespace=ns) if c["kind"] == "rollback" and not c["undone_by"]]
+            rollbacks = [
+                c
+                for c in store.commits(namespace=ns)
+                if c["kind"] == "rollback" and not c["undone_by"]
+            ]
             if rollbacks:
                 store.revert(rollbacks[0]["seq"])
         elif kind == "promote":
@@ -92,11 +100,20 @@ def apply(store: SyncStore, ns: str, step: tuple, flaky: list[FlakyMirror], work
         pass  # refused by the rules (undo blocked by a later change, a fact gone): no write
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(steps=st.lists(op, min_size=1, max_size=20), fault=faults, seed=st.integers(0, 2**16),
-       batch=st.integers(1, 12))
-def test_mirrors_converge_to_postgres(store: SyncStore, chroma_client, steps, fault, seed, batch) -> None:
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(op, min_size=1, max_size=20),
+    fault=faults,
+    seed=st.integers(0, 2**16),
+    batch=st.integers(1, 12),
+)
+def test_mirrors_converge_to_postgres(
+    store: SyncStore, chroma_client, steps, fault, seed, batch
+) -> None:
     ns = f"p{uuid.uuid4().hex[:10]}"
     collection = f"c_{ns}"
     inner: dict[str, Mirror] = {
@@ -104,13 +121,28 @@ def test_mirrors_converge_to_postgres(store: SyncStore, chroma_client, steps, fa
         f"{ns}-chroma": ChromaMirror(chroma_client, collection, batch_size=4),
         f"{ns}-qdrant": QdrantMirror.from_location(":memory:", collection, batch_size=3),
     }
-    flaky = [FlakyMirror(m, fail_before=fault[0], fail_after=fault[1], timeout=fault[2],
-                         timeout_seconds=0.001, seed=seed + i) for i, m in enumerate(inner.values())]
+    flaky = [
+        FlakyMirror(
+            m,
+            fail_before=fault[0],
+            fail_after=fault[1],
+            timeout=fault[2],
+            timeout_seconds=0.001,
+            seed=seed + i,
+        )
+        for i, m in enumerate(inner.values())
+    ]
     mirrors = dict(zip(inner, flaky, strict=True))
     for name, m in mirrors.items():
         store.add_mirror(m, name, namespaces=[ns])
-    worker = SyncWorker(store, mirrors, batch_size=batch, max_attempts=10_000,
-                        backoff_base=0.0005, backoff_max=0.004)
+    worker = SyncWorker(
+        store,
+        mirrors,
+        batch_size=batch,
+        max_attempts=10_000,
+        backoff_base=0.0005,
+        backoff_max=0.004,
+    )
     try:
         for step in steps:
             apply(store, ns, step, flaky, worker)

@@ -137,7 +137,9 @@ def test_failures_back_off_exponentially_then_park_as_dead(store: SyncStore) -> 
     def row() -> dict:
         (r,) = outbox_rows(store.dsn, "flaky")
         with psycopg.connect(store.dsn) as c:
-            r["delay"] = c.execute("SELECT extract(epoch FROM %s - now())::float8", (r["available_at"],)).fetchone()[0]
+            r["delay"] = c.execute(
+                "SELECT extract(epoch FROM %s - now())::float8", (r["available_at"],)
+            ).fetchone()[0]
         return r
 
     def make_ready() -> None:
@@ -147,7 +149,11 @@ def test_failures_back_off_exponentially_then_park_as_dead(store: SyncStore) -> 
 
     assert w.run_once() == 0
     r = row()
-    assert r["attempts"] == 1 and r["dead_at"] is None and "injected: failed before write" in r["last_error"]
+    assert (
+        r["attempts"] == 1
+        and r["dead_at"] is None
+        and "injected: failed before write" in r["last_error"]
+    )
     assert 4.5 <= r["delay"] <= 15.5  # min(11, 10 * 2**0) * jitter(0.5..1.5)
     assert w.run_once() == 0 and row()["attempts"] == 1  # in backoff: not claimed again
     make_ready()
@@ -249,7 +255,9 @@ def test_a_fact_locked_by_another_worker_is_left_alone(store: SyncStore) -> None
     store.add_mirror(m, "mem")
     held, free = store.commit(note("held")), store.commit(note("free"))
     with psycopg.connect(store.dsn) as other:  # plays a worker busy with `held`
-        other.execute("SELECT pg_advisory_xact_lock(hashtextextended('mem:' || %s, 0))", (str(held),))
+        other.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('mem:' || %s, 0))", (str(held),)
+        )
         with SyncWorker(store) as w:
             assert w.run_once() == 1
             (r,) = outbox_rows(store.dsn, "mem")
@@ -291,7 +299,8 @@ def test_the_worker_survives_losing_its_connections(store: SyncStore, pg_admin_d
         killed = admin.execute(
             "SELECT application_name, pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND application_name LIKE 'memstate-sync victim%%'",
-            (psycopg.conninfo.conninfo_to_dict(store.dsn)["dbname"],)).fetchall()
+            (psycopg.conninfo.conninfo_to_dict(store.dsn)["dbname"],),
+        ).fetchall()
     assert {r[0].rsplit(" ", 1)[1] for r in killed} == {"batch", "listen"}
     store.commit(note("after"))
     assert wait_for(lambda: m.count() == 2, timeout=10)
@@ -302,10 +311,17 @@ def test_the_worker_survives_losing_its_connections(store: SyncStore, pg_admin_d
 
 def test_scope_and_metadata_fields(store: SyncStore) -> None:
     m = InMemoryMirror()
-    store.add_mirror(m, "scoped", namespaces=["a"], types=["note", "preference"],
-                     metadata_fields=["tags", "topic", "nested.city"])
+    store.add_mirror(
+        m,
+        "scoped",
+        namespaces=["a"],
+        types=["note", "preference"],
+        metadata_fields=["tags", "topic", "nested.city"],
+    )
     in_a = store.commit(note("in a", tags=["t"]), namespace="a")
-    pref = store.commit(Fact(type="preference", payload={"topic": "tea", "value": "green"}), namespace="a")
+    pref = store.commit(
+        Fact(type="preference", payload={"topic": "tea", "value": "green"}), namespace="a"
+    )
     store.commit(note("in b"), namespace="b")
     store.commit(Fact(type="event", payload={"text": "e"}), namespace="a")
     with SyncWorker(store) as w:
@@ -316,7 +332,9 @@ def test_scope_and_metadata_fields(store: SyncStore) -> None:
     from memstate_pg.sync.apply import pick_metadata
 
     assert pick_metadata({"nested": {"city": "Oslo"}, "x": 1}, ["nested.city", "x", "nope.a"]) == {
-        "nested.city": "Oslo", "x": 1}
+        "nested.city": "Oslo",
+        "x": 1,
+    }
     assert pick_metadata({"a.b": 1, "a": {"b": 2}}, ["a.b"]) == {"a.b": 1}  # exact key wins
 
 
@@ -331,7 +349,9 @@ def test_backfill_is_batched_and_resumable(store: SyncStore) -> None:
     assert seen[0] == (0, 30) and seen[-1] == (30, 30)
     assert store.backfill_mirror("late") == 0  # everything pending already: nothing twice
     with psycopg.connect(store.dsn, autocommit=True) as c:  # as if a run died half way
-        c.execute("DELETE FROM memstate.outbox WHERE id IN (SELECT id FROM memstate.outbox ORDER BY fact_id LIMIT 17)")
+        c.execute(
+            "DELETE FROM memstate.outbox WHERE id IN (SELECT id FROM memstate.outbox ORDER BY fact_id LIMIT 17)"
+        )
     assert store.backfill_mirror("late", page_size=4) == 17
     with SyncWorker(store) as w:
         assert w.drain(5)
@@ -389,16 +409,24 @@ def test_worker_threads_never_write_one_fact_at_once(store: SyncStore, tmp_path)
     log = str(tmp_path / "writes.jsonl")
     store.add_mirror(inner, "mem")
     shared = [str(store.commit(note(f"shared {i}"), namespace="shared")) for i in range(5)]
-    workers = [SyncWorker(store, {"mem": RecordingMirror(inner, log, delay=0.003)}, batch_size=7,
-                          poll_interval=0.05)
-               for _ in range(4)]
+    workers = [
+        SyncWorker(
+            store,
+            {"mem": RecordingMirror(inner, log, delay=0.003)},
+            batch_size=7,
+            poll_interval=0.05,
+        )
+        for _ in range(4)
+    ]
     threads = [threading.Thread(target=w.run_forever, daemon=True) for w in workers]
     for t in threads:
         t.start()
     import random
 
-    writers = [threading.Thread(target=writer_ops, args=(store, random.Random(i), f"w{i}", 60, shared))
-               for i in range(3)]
+    writers = [
+        threading.Thread(target=writer_ops, args=(store, random.Random(i), f"w{i}", 60, shared))
+        for i in range(3)
+    ]
     for t in writers:
         t.start()
     for t in writers:
@@ -436,10 +464,8 @@ def test_the_async_store_has_the_mirror_api(dsn: str) -> None:
     import asyncio
 
     from memstate_pg import AsyncMemoryStore
-    from memstate_pg.sync import AsyncMirrorsMixin
 
-    cls = AsyncMemoryStore if issubclass(AsyncMemoryStore, AsyncMirrorsMixin) else type(
-        "AsyncSyncStore", (AsyncMirrorsMixin, AsyncMemoryStore), {})
+    cls = AsyncMemoryStore
 
     async def scenario() -> None:
         async with cls(dsn) as astore:

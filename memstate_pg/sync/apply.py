@@ -224,7 +224,9 @@ class _Bisector:
             self.outcome.ok.update(c.fact_id for c in part)
 
 
-def write_changes(mirror: Mirror, changes: Sequence[Change], *, chunk_size: int | None = None) -> WriteOutcome:
+def write_changes(
+    mirror: Mirror, changes: Sequence[Change], *, chunk_size: int | None = None
+) -> WriteOutcome:
     """Apply `changes` to `mirror`; see the module docstring for chunking and bisection.
 
     Never raises for a mirror failure: failures are returned per fact id.

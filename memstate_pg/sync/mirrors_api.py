@@ -92,14 +92,18 @@ class MirrorsMixin:
         `progress(scanned, total)`).
         """
         name = name or mirror.kind
-        self._run(ops.op_register_mirror(mirror, name, metadata_fields=metadata_fields,
-                                         namespaces=namespaces, types=types))
+        self._run(
+            ops.op_register_mirror(
+                mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
+            )
+        )
         _registry(self)[name] = mirror
         if backfill:
             self.backfill_mirror(name, progress=progress)
 
-    def backfill_mirror(self, name: str, *, progress: ProgressFn | None = None,
-                        page_size: int = ops.DEFAULT_PAGE) -> int:
+    def backfill_mirror(
+        self, name: str, *, progress: ProgressFn | None = None, page_size: int = ops.DEFAULT_PAGE
+    ) -> int:
         """Enqueue the live facts in the mirror's scope that have no pending row yet;
         returns how many rows were enqueued."""
         return self._run(ops.op_backfill(name, page_size=page_size, progress=progress))
@@ -133,13 +137,25 @@ class MirrorsMixin:
             return pool.connection()
         return _dsn_connection(self.dsn)
 
-    def reconcile(self, name: str, repair: bool = True, *, page_size: int = 1000,
-                  progress: ProgressFn | None = None) -> ReconcileReport:
+    def reconcile(
+        self,
+        name: str,
+        repair: bool = True,
+        *,
+        page_size: int = 1000,
+        progress: ProgressFn | None = None,
+    ) -> ReconcileReport:
         """Compare mirror `name` with Postgres by (fact_id, version) in bounded memory and,
         with `repair`, upsert missing and stale points and delete ghosts. The report is also
         stored for status(). See memstate_pg/sync/reconcile.py."""
-        return _reconcile(self._sync_connection, name, self.mirror(name), repair=repair,
-                          page_size=page_size, progress=progress)
+        return _reconcile(
+            self._sync_connection,
+            name,
+            self.mirror(name),
+            repair=repair,
+            page_size=page_size,
+            progress=progress,
+        )
 
     def requeue(self, name: str, *, dead_only: bool = True) -> int:
         """Give dead rows (and, with dead_only=False, rows in backoff) a fresh start;
@@ -170,14 +186,18 @@ class AsyncMirrorsMixin:
         progress: ProgressFn | None = None,
     ) -> None:
         name = name or mirror.kind
-        await self._run(ops.op_register_mirror(mirror, name, metadata_fields=metadata_fields,
-                                               namespaces=namespaces, types=types))
+        await self._run(
+            ops.op_register_mirror(
+                mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
+            )
+        )
         _registry(self)[name] = mirror
         if backfill:
             await self.backfill_mirror(name, progress=progress)
 
-    async def backfill_mirror(self, name: str, *, progress: ProgressFn | None = None,
-                              page_size: int = ops.DEFAULT_PAGE) -> int:
+    async def backfill_mirror(
+        self, name: str, *, progress: ProgressFn | None = None, page_size: int = ops.DEFAULT_PAGE
+    ) -> int:
         return await self._run(ops.op_backfill(name, page_size=page_size, progress=progress))
 
     async def remove_mirror(self, name: str) -> None:
@@ -187,7 +207,9 @@ class AsyncMirrorsMixin:
     def mirror(self, name: str) -> Mirror:
         found = _registry(self).get(name)
         if found is None:
-            raise NotFound(f"no mirror {name!r} in this process: await load_mirror({name!r}) or add_mirror()")
+            raise NotFound(
+                f"no mirror {name!r} in this process: await load_mirror({name!r}) or add_mirror()"
+            )
         return found
 
     async def load_mirror(self, name: str) -> Mirror:
@@ -206,11 +228,24 @@ class AsyncMirrorsMixin:
         _check_kind(name, config, mirror)
         _registry(self)[name] = mirror
 
-    async def reconcile(self, name: str, repair: bool = True, *, page_size: int = 1000,
-                        progress: ProgressFn | None = None) -> ReconcileReport:
+    async def reconcile(
+        self,
+        name: str,
+        repair: bool = True,
+        *,
+        page_size: int = 1000,
+        progress: ProgressFn | None = None,
+    ) -> ReconcileReport:
         mirror = await self.load_mirror(name)
-        return await asyncio.to_thread(_reconcile, lambda: _dsn_connection(self.dsn), name, mirror,
-                                       repair=repair, page_size=page_size, progress=progress)
+        return await asyncio.to_thread(
+            _reconcile,
+            lambda: _dsn_connection(self.dsn),
+            name,
+            mirror,
+            repair=repair,
+            page_size=page_size,
+            progress=progress,
+        )
 
     async def requeue(self, name: str, *, dead_only: bool = True) -> int:
         return await self._run(ops.op_requeue(name, dead_only=dead_only))

@@ -109,7 +109,9 @@ class Pending:
     next_in: float | None  # seconds until the next row in backoff is ready
 
 
-def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _rows(
+    conn: psycopg.Connection, name: str, params: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(q(name), params)
         return cur.fetchall() if cur.description is not None else []

@@ -1,7 +1,8 @@
 """Reconciliation: compare a mirror with Postgres by (fact_id, version), and repair drift.
 
 Two passes, each over pages of `page_size` ids, so memory stays O(page_size) whatever the
-number of facts (nothing is accumulated across pages but counters):
+number of facts (across pages only counters are kept, and the ids of ghosts found, to
+count each once when pass 2 rescans; at most 100,000 of those):
 
 1. **Postgres -> mirror.** Keyset pages (by fact_id) over the live facts in the mirror's
    scope; ``mirror.versions(ids)`` tells which are *missing* (absent) or *stale* (another
@@ -76,7 +77,10 @@ def repair_facts(
     if not fact_ids:
         return set()
     with conn.transaction():
-        locked = [r["fact_id"] for r in _rows(conn, "lock_facts", {"ids": list(fact_ids), "mirror": config.name})]
+        locked = [
+            r["fact_id"]
+            for r in _rows(conn, "lock_facts", {"ids": list(fact_ids), "mirror": config.name})
+        ]
         if not locked:
             return set()
         states = read_states(conn, locked)
@@ -103,97 +107,146 @@ def reconcile(
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
     started = time.perf_counter()
-    report = ReconcileReport(mirror=name)
     with connect() as conn:
         config = outbox.load_config(conn, name)
         if config is None:
             raise NotFound(f"no mirror {name!r} in memstate.mirrors")
-        scope = config.scope_params()
-        total: int | None = _rows(conn, "scope_count", scope)[0]["n"]
+        run = _Reconciliation(
+            conn, config, mirror, repair=repair, page_size=page_size, progress=progress
+        )
+        run.postgres_to_mirror()
+        run.mirror_to_postgres()
+        run.report.seconds = round(time.perf_counter() - started, 6)
+        conn.execute(q("save_reconcile"), {"name": name, "report": run.report.model_dump_json()})
+    return run.report
+
+
+class _Reconciliation:
+    """The state of one reconciliation: counters, progress, and the ghosts already seen."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        config: MirrorConfig,
+        mirror: Mirror,
+        *,
+        repair: bool,
+        page_size: int,
+        progress: Progress | None,
+    ) -> None:
+        self.conn = conn
+        self.config = config
+        self.mirror = mirror
+        self.repair = repair
+        self.page_size = page_size
+        self.progress = progress
+        self.report = ReconcileReport(mirror=config.name)
+        self.scope = config.scope_params()
+        self.done = 0
+        self.total: int | None = _rows(conn, "scope_count", self.scope)[0]["n"]
+        self._add_mirror_count()
+
+    def _add_mirror_count(self) -> None:
+        if self.total is None:
+            return
         try:
-            total = (total or 0) + mirror.count()
-        except Exception:
-            total = None
-        done = 0
+            self.total += self.mirror.count()
+        except Exception:  # the mirror cannot count: a bar without a total
+            self.total = None
 
-        def tick(n: int) -> None:
-            nonlocal done, total
-            done += n
-            if total is not None and done > total:
-                total = done
-            if progress is not None:
-                progress(done, total)
+    def _tick(self, n: int) -> None:
+        self.done += n
+        if self.total is not None and self.done > self.total:
+            self.total = self.done
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
-        # Pass 1: every live fact in scope, against the mirror's versions.
+    def postgres_to_mirror(self) -> None:
+        """Pass 1: every live fact in scope, against the version the mirror holds."""
         start, exclude = NIL_UUID, None
         while True:
-            rows = _rows(conn, "live_page", {**scope, "start": start, "exclude": exclude, "limit": page_size})
+            rows = _rows(
+                self.conn,
+                "live_page",
+                {**self.scope, "start": start, "exclude": exclude, "limit": self.page_size},
+            )
             if not rows:
-                break
+                return
             start = exclude = rows[-1]["fact_id"]
             expected = {str(r["fact_id"]): r["version"] for r in rows}
-            held = mirror.versions(list(expected))
-            report.checked += len(rows)
+            held = self.mirror.versions(list(expected))
+            self.report.checked += len(rows)
             differing = [UUID(fid) for fid, v in expected.items() if held.get(fid) != v]
             if differing:
-                fresh = {r["fact_id"]: r for r in _rows(conn, "live_versions", {"ids": differing})}
-                drift: list[UUID] = []
-                for fid in differing:
-                    now = fresh.get(fid)
-                    if now is None or not config.in_scope(now["namespace"], now["type"]):
-                        continue  # deleted meanwhile: not the mirror's fault
-                    seen = held.get(str(fid))
-                    if seen is None:
-                        report.missing += 1
-                    elif seen != now["version"]:
-                        report.stale += 1
-                    else:
-                        continue  # the worker delivered it meanwhile
-                    drift.append(fid)
-                if repair:
-                    report.repaired += len(repair_facts(conn, config, mirror, drift))
-            tick(len(rows))
-            if len(rows) < page_size:
-                break
+                drift = self._confirm(differing, held)
+                if self.repair:
+                    self.report.repaired += len(
+                        repair_facts(self.conn, self.config, self.mirror, drift)
+                    )
+            self._tick(len(rows))
+            if len(rows) < self.page_size:
+                return
 
-        # Pass 2: every point of the mirror, against Postgres.
-        counted: dict[str, bool] = {}  # ghost id -> repaired (bounded by GHOST_MEMORY)
+    def _confirm(self, differing: list[UUID], held: dict[str, int]) -> list[UUID]:
+        """Re-read the differing facts; count and return those that still differ."""
+        fresh = {r["fact_id"]: r for r in _rows(self.conn, "live_versions", {"ids": differing})}
+        drift = []
+        for fid in differing:
+            now = fresh.get(fid)
+            if now is None or not self.config.in_scope(now["namespace"], now["type"]):
+                continue  # deleted meanwhile: pass 2 (or the worker) deals with its point
+            seen = held.get(str(fid))
+            if seen is None:
+                self.report.missing += 1
+            elif seen != now["version"]:
+                self.report.stale += 1
+            else:
+                continue  # the worker delivered it meanwhile
+            drift.append(fid)
+        return drift
+
+    def mirror_to_postgres(self) -> None:
+        """Pass 2: every point of the mirror, against the live facts in scope (ghosts)."""
+        counted: dict[str, bool] = {}  # ghost id -> repaired, at most GHOST_MEMORY of them
         for _ in range(MAX_RESCANS):
             deleted = 0
-            for page in mirror.scan(page_size):
-                ghosts, foreign = _ghosts(conn, config, [fid for fid, _ in page])
+            for page in self.mirror.scan(self.page_size):
+                ghosts, foreign = _ghosts(self.conn, self.config, [fid for fid, _ in page])
                 found = [*ghosts, *foreign]
                 new = [g for g in found if g not in counted]
-                report.checked += len(new)
-                report.ghosts += len(new)
+                self.report.checked += len(new)
+                self.report.ghosts += len(new)
                 todo = [g for g in found if not counted.get(g)]
                 fixed: set[str] = set()
-                if repair and todo:
-                    fixed = repair_facts(conn, config, mirror, [UUID(g) for g in todo if g not in foreign])
-                    fixed |= _delete_foreign(mirror, [g for g in todo if g in foreign])
-                    report.repaired += len(fixed)
+                if self.repair and todo:
+                    fixed = repair_facts(
+                        self.conn,
+                        self.config,
+                        self.mirror,
+                        [UUID(g) for g in todo if g not in foreign],
+                    )
+                    fixed |= _delete_foreign(self.mirror, [g for g in todo if g in foreign])
+                    self.report.repaired += len(fixed)
                     deleted += len(fixed)
                 if len(counted) < GHOST_MEMORY:
                     counted.update((g, g in fixed or counted.get(g, False)) for g in found)
-                tick(len(page))
+                self._tick(len(page))
             if not deleted or len(counted) >= GHOST_MEMORY:
-                break
-            if total is not None:
-                with contextlib.suppress(Exception):
-                    total += mirror.count()
-
-        report.seconds = round(time.perf_counter() - started, 6)
-        conn.execute(q("save_reconcile"), {"name": name, "report": report.model_dump_json()})
-    return report
+                return
+            self._add_mirror_count()  # deleting may have hidden points from an offset scan
 
 
-def _ghosts(conn: psycopg.Connection, config: MirrorConfig, ids: list[str]) -> tuple[list[str], set[str]]:
+def _ghosts(
+    conn: psycopg.Connection, config: MirrorConfig, ids: list[str]
+) -> tuple[list[str], set[str]]:
     """Split a page of mirror ids into ghosts with a UUID (not live, or out of scope) and
     foreign ids that can never be a fact (not a UUID)."""
     parsed = {fid: _as_uuid(fid) for fid in ids}
     foreign = {fid for fid, u in parsed.items() if u is None}
     wanted = [u for u in parsed.values() if u is not None]
-    live = {r["fact_id"]: r for r in _rows(conn, "live_versions", {"ids": wanted})} if wanted else {}
+    live = (
+        {r["fact_id"]: r for r in _rows(conn, "live_versions", {"ids": wanted})} if wanted else {}
+    )
     ghosts = []
     for fid, u in parsed.items():
         if u is None:

@@ -39,7 +39,9 @@ def mirror_from_location(kind: str, location: str, collection: str = "memory") -
             import chromadb
             from chromadb.config import Settings
 
-            return ChromaMirror(chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False)), collection)
+            return ChromaMirror(
+                chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False)), collection
+            )
     elif kind == "qdrant":
         from ..mirrors.qdrant import QdrantMirror
 
@@ -85,7 +87,9 @@ def mirror_from_options(kind: str, options: dict[str, Any]) -> Mirror | None:
     elif kind == "qdrant":
         from ..mirrors.qdrant import QdrantMirror
 
-        extra = {k: options[k] for k in ("distance", "batch_size", "dim") if options.get(k) is not None}
+        extra = {
+            k: options[k] for k in ("distance", "batch_size", "dim") if options.get(k) is not None
+        }
         if options.get("url"):
             return QdrantMirror.from_url(options["url"], collection, **extra)
         if options.get("path"):

@@ -30,7 +30,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,9 @@ class SyncWorker:
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
         self.reconcile_every = reconcile_every
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        self.worker_id = (
+            worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        )
         self._mirror_spec = mirrors
         self._mirrors: dict[str, Mirror] | None = None
         self._pool: ConnectionPool | None = None
@@ -163,7 +165,9 @@ class SyncWorker:
             registered = outbox.load_configs(conn)
         unknown = sorted(set(found) - set(registered))
         if unknown:
-            raise NotFound(f"mirror(s) {unknown} are not registered in memstate.mirrors: add_mirror() first")
+            raise NotFound(
+                f"mirror(s) {unknown} are not registered in memstate.mirrors: add_mirror() first"
+            )
         return found
 
     @contextlib.contextmanager
@@ -245,7 +249,11 @@ class SyncWorker:
             states = read_states(conn, fact_ids)
             outcome = write_changes(mirror, changes_for(config, fact_ids, states))
             acked = [r.id for r in mine if str(r.fact_id) in outcome.ok]
-            failures = {r.id: outcome.failed[str(r.fact_id)] for r in mine if str(r.fact_id) in outcome.failed}
+            failures = {
+                r.id: outcome.failed[str(r.fact_id)]
+                for r in mine
+                if str(r.fact_id) in outcome.failed
+            }
             outbox.ack(conn, name, acked)
             result = outbox.fail(
                 conn,
@@ -258,7 +266,11 @@ class SyncWorker:
         if failures:
             log.warning(
                 "mirror %s: %d row(s) failed (%d dead), %d acked: %s",
-                name, len(failures), result.dead, len(acked), next(iter(outcome.failed.values())),
+                name,
+                len(failures),
+                result.dead,
+                len(acked),
+                next(iter(outcome.failed.values())),
             )
             if not acked:  # nothing got through: the mirror is likely down, let it breathe
                 self._paused[name] = time.monotonic() + result.min_delay
@@ -327,8 +339,8 @@ class SyncWorker:
 
     def run_forever(self, stop_event: threading.Event | None = None) -> None:
         """Sync until `stop()`, `stop_event`, SIGTERM or SIGINT (the last two when called
-        from the main thread). The batch in progress is finished, then connections close."""
-        self._stop.clear()
+        from the main thread). The batch in progress is finished, then connections close.
+        A stop is final (even one that came before this call): start a new worker to resume."""
         restore = self._install_signals()
         listener: psycopg.Connection | None = None
         db_backoff = 0.1
@@ -337,14 +349,17 @@ class SyncWorker:
             while not self._should_stop(stop_event):
                 try:
                     if listener is None:
-                        listener = psycopg.connect(self.dsn, autocommit=True,
-                                                   application_name=self._app_name("listen"))
+                        listener = psycopg.connect(
+                            self.dsn, autocommit=True, application_name=self._app_name("listen")
+                        )
                         listener.execute(f"LISTEN {CHANNEL}")
                     stats = self._cycle()
                     self._maybe_reconcile()
                     db_backoff = 0.1
                 except _CONNECTION_ERRORS as exc:
-                    log.warning("sync worker %s: database unavailable (%s); retrying", self.worker_id, exc)
+                    log.warning(
+                        "sync worker %s: database unavailable (%s); retrying", self.worker_id, exc
+                    )
                     listener = _close_quietly(listener)
                     self._sleep(db_backoff, stop_event)
                     db_backoff = min(db_backoff * 2, 5.0)
@@ -373,7 +388,9 @@ class SyncWorker:
             timeout = min(timeout, 0.1)
         return max(0.0, timeout)
 
-    def _wait(self, listener: psycopg.Connection | None, timeout: float) -> psycopg.Connection | None:
+    def _wait(
+        self, listener: psycopg.Connection | None, timeout: float
+    ) -> psycopg.Connection | None:
         """Sleep until a NOTIFY, `stop()`, or `timeout`. Returns the listener (None if lost)."""
         fds = [self._wake_r] + ([listener.fileno()] if listener is not None else [])
         try:
@@ -399,13 +416,16 @@ class SyncWorker:
                 return
             self._wait(None, min(left, 0.1 if stop_event is not None else left))
 
-    def _install_signals(self):  # -> Callable[[], None]
+    def _install_signals(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT -> stop(), in the main thread only; returns what restores them."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = {}
+        previous: dict[signal.Signals, Any] = {}
 
         def handler(signum: int, frame: object) -> None:
-            log.info("sync worker %s: %s received, stopping", self.worker_id, signal.Signals(signum).name)
+            log.info(
+                "sync worker %s: %s received, stopping", self.worker_id, signal.Signals(signum).name
+            )
             self.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
