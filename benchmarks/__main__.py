@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float,
                             help=f"default {f.default} ({Sizes.quick().__dict__[f.name]} with --quick)")
     ap.add_argument("--ef-search", help="comma-separated hnsw.ef_search values to sweep (default 40,100,200)")
+    ap.add_argument("--delegate", action=argparse.BooleanOptionalAction, default=None,
+                    help="run benchmarks/sync.py and benchmarks/langgraph_store.py too (default: not with --quick)")
     return ap.parse_args(argv)
 
 
@@ -56,6 +58,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         value = getattr(args, f.name, None)
         if value is not None:
             setattr(sizes, f.name, value)
+    if args.delegate is not None:
+        sizes.delegate = args.delegate
     if args.ef_search:
         sizes.ef_search = tuple(int(x) for x in args.ef_search.split(","))
     return sizes

@@ -43,12 +43,14 @@ class Sizes:
     reconcile: int = 100_000      # facts in the reconcile benchmark (0: skip)
     mirror_points: int = 5_000    # points per raw mirror-client run
     ef_search: tuple[int, ...] = (40, 100, 200)
+    delegate: bool = True         # run other owners' benchmark scripts (sync.py, langgraph_store.py)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(runs=1, single=20, batch=100, small=300, large=600, queries=10, filtered_queries=10,
                    mixed_seconds=0.5,
-                   mixed_clients=2, peer_search=300, reconcile=600, mirror_points=200, ef_search=(40,))
+                   mixed_clients=2, peer_search=300, reconcile=600, mirror_points=200, ef_search=(40,),
+                   delegate=False)
 
 
 @dataclass

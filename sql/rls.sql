@@ -225,6 +225,11 @@ BEGIN
     IF pg_catalog.to_regclass('memstate.current_facts') IS NOT NULL THEN
         IF current_setting('server_version_num')::int >= 150000 THEN
             ALTER VIEW memstate.current_facts SET (security_invoker = true);
+            FOR v_table IN SELECT unnest(ARRAY['memstate_app', 'memstate_reader']) LOOP
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_table) THEN
+                    EXECUTE format('GRANT SELECT ON memstate.current_facts TO %I', v_table);  -- sql/roles.sql
+                END IF;
+            END LOOP;
         ELSE
             REVOKE ALL ON memstate.current_facts FROM PUBLIC;
             FOR v_table IN SELECT unnest(ARRAY['memstate_app', 'memstate_reader', 'memstate_sync']) LOOP

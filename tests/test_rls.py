@@ -191,6 +191,24 @@ def test_python_api_works_in_its_own_namespace(world, login, stores, mem):
     assert app.as_of(world["a"]["seq"], namespace="a")
 
 
+def test_async_store_is_bound_the_same_way(world, login):
+    import asyncio
+
+    from memstate_pg import AsyncMemoryStore
+
+    async def run() -> None:
+        async with AsyncMemoryStore(login("memstate_app", "a"), max_size=2) as app:
+            assert await app.get(world["b"]["note"]) is None
+            assert await app.search("secret note", namespace="b") == []
+            with pytest.raises(NotFound):
+                await app.revert(world["b"]["seq"])
+            with pytest.raises(PermissionDenied):
+                await app.commit(Fact(type="note", payload={"text": "planted"}), namespace="b")
+            assert await app.commit(Fact(type="note", payload={"text": "mine"}), namespace="a")
+
+    asyncio.run(run())
+
+
 # --- raw SQL ---------------------------------------------------------------------------------
 
 
@@ -358,7 +376,7 @@ def test_search_path_cannot_redefine_the_policy(world, login, pg_admin_dsn, secu
 
 def test_narrowing_setting_from_the_store(world, login, stores, mem):
     """A pool whose connections SET memstate.namespace (what MemoryStore(namespace=...)
-    should do, see SECURITY.md) sees only that namespace, even with a wider grant."""
+    should do) sees only that namespace, even with a wider grant."""
     dsn = login("memstate_app", "*")
     mem.commit(Fact(type="note", payload={"text": "c note"}), namespace="c")
     pool = ConnectionPool(

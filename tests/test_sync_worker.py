@@ -362,8 +362,22 @@ def test_registry_api(store: SyncStore) -> None:
     m = InMemoryMirror()
     store.add_mirror(m)  # name defaults to the kind
     assert store.mirror("memory") is m and store.mirrors() == {"memory": m}
+    for bad in ("bad name!", "", "a" * 64, "x\n", "\ud800", 5):  # found by tests/test_fuzz.py too
+        with pytest.raises(ValidationFailed):
+            store.add_mirror(m, bad, backfill=False)  # type: ignore[arg-type]
+        for call in (
+            store.requeue,
+            store.remove_mirror,
+            store.mirror,
+            store.reconcile,
+            store.dead_letters,
+        ):
+            with pytest.raises(ValidationFailed):
+                call(bad)  # type: ignore[arg-type]
     with pytest.raises(ValidationFailed):
-        store.add_mirror(m, "bad name!")
+        store.add_mirror(m, "ok", metadata_fields=["\ud800"], backfill=False)
+    with pytest.raises(ValidationFailed):
+        store.add_mirror(m, "ok", namespaces=["a\x00b"], backfill=False)
     with pytest.raises(ValidationFailed):
         store.add_mirror(m, "x", namespaces=[])
     with pytest.raises(ValidationFailed):

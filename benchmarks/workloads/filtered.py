@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -30,7 +30,7 @@ from benchmarks import data
 from benchmarks.context import BenchContext
 from benchmarks.harness import BenchResult
 from benchmarks.peers.raw_pg import RawSearch
-from benchmarks.workloads.search import K, measure, store_for
+from benchmarks.workloads.search import Entry, K, ids_of, measure_many, store_for
 
 PROTO_SQL = Path(__file__).with_name("proto_search.sql")
 
@@ -45,21 +45,23 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     return [run_one(ctx, kind, size) for kind in ("hashing", "random")]
 
 
-@contextmanager
-def proto_search(dsn: str) -> Iterator[None]:
-    """Install bench_proto.search and route the store's named query "search" to it."""
-    from memstate_pg import queries
-
+def install_proto(dsn: str) -> None:
+    """Create bench_proto.search (proto_search.sql) in the benchmark database."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(PROTO_SQL.read_text())
-    original = queries.get("search")
-    patched = original.replace("memstate.search(", "bench_proto.search(")
+
+
+@contextmanager
+def proto_search() -> Iterator[None]:
+    """Route the store's named query "search" to bench_proto.search meanwhile."""
+    import memstate_pg.core as core
+    from memstate_pg import queries
+
     real_get = queries.get
+    patched = real_get("search").replace("memstate.search(", "bench_proto.search(")
 
     def get(name: str) -> str:
         return patched if name == "search" else real_get(name)
-
-    import memstate_pg.core as core
 
     core.Q = get
     try:
@@ -81,38 +83,41 @@ def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
                               "queries": len(qvecs), "runs": ctx.sizes.runs})
     ctx.log(f"filtered search: {size:,} {kind}")
 
-    def add(label: str, call, baseline: bool = False, note: str = "") -> None:
-        measure(ctx, res, label, ds, qvecs, call, baseline=baseline, masks=masks, note=note)
-
     variants = [
         ("raw SQL, planner's choice (prepared)", {}, True, "generic plan: filter on top of HNSW"),
         ("raw SQL, no HNSW (seq scan + sort)", {"enable_indexscan": "off", "enable_bitmapscan": "off"}, False, ""),
         ("raw SQL, HNSW + iterative_scan=relaxed_order", {"enable_bitmapscan": "off", "enable_seqscan": "off",
                                                           "hnsw.iterative_scan": "relaxed_order"}, False, ""),
     ]
-    for label, settings, baseline, note in variants:
-        raw = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace, settings=settings,
-                        with_filter=True)
-        try:
-            add(label, lambda i, r=raw: r.search(qlits[i], K, filters[i]), baseline, note)
-        finally:
-            raw.close()
-    pre = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace)
-    pre.sql = PREFILTER_SQL.format(expr=f"embedding::vector({ds.dim}) <=> %(q)s::vector({ds.dim})")
-    try:
-        add("raw SQL, GIN pre-filter in a MATERIALIZED CTE + exact sort",
-            lambda i: pre.search(qlits[i], K, filters[i]))
-    finally:
-        pre.close()
-    with store_for(dsn, ds) as mem:
-        add("MemoryStore.search(filters=…) as shipped",
-            lambda i: [str(h.fact.id) for h in mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
-                                                          filters={"bucket": buckets[i]})])
-        with proto_search(dsn):
-            add("MemoryStore.search(filters=…) with proposed memstate.search",
-                lambda i: [str(h.fact.id) for h in mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
-                                                              filters={"bucket": buckets[i]})],
-                note="prototype: benchmarks/workloads/proto_search.sql")
+    with ExitStack() as stack:
+        entries = []
+        for label, settings, baseline, note in variants:
+            raw = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace, settings=settings,
+                            with_filter=True)
+            stack.callback(raw.close)
+            entries.append(Entry(label, lambda i, r=raw: r.search(qlits[i], K, filters[i]), baseline, note))
+        pre = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace)
+        stack.callback(pre.close)
+        pre.sql = PREFILTER_SQL.format(expr=f"embedding::vector({ds.dim}) <=> %(q)s::vector({ds.dim})")
+        entries.append(Entry("raw SQL, GIN pre-filter in a MATERIALIZED CTE + exact sort",
+                             lambda i: pre.search(qlits[i], K, filters[i])))
+        mem = stack.enter_context(store_for(dsn, ds))
+        mem_proto = stack.enter_context(store_for(dsn, ds))
+        install_proto(dsn)
+
+        def shipped(i: int) -> list[str]:
+            return ids_of(mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
+                                     filters={"bucket": buckets[i]}))
+
+        def proposed(i: int) -> list[str]:
+            with proto_search():
+                return ids_of(mem_proto.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
+                                               filters={"bucket": buckets[i]}))
+
+        entries += [Entry("MemoryStore.search(filters=…) as shipped", shipped),
+                    Entry("MemoryStore.search(filters=…) with proposed memstate.search", proposed,
+                          note="prototype: benchmarks/workloads/proto_search.sql")]
+        measure_many(ctx, res, ds, qvecs, entries, masks)
     for label in ("MemoryStore.search(filters=…) as shipped",
                   "MemoryStore.search(filters=…) with proposed memstate.search"):
         s = res.series_by(label)

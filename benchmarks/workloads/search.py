@@ -9,15 +9,18 @@ vectors), on the same bulk-loaded facts:
   * at the peer size only: LangGraph `PostgresStore.search`, MemState 0.5.1 (SQLite and
     Postgres storage, Chroma hook) and the raw Chroma client, loaded with the same facts
     and vectors (hashing kind only: the peers embed the question themselves).
-Latencies are per query, pooled over all runs after one warm-up pass. Recall is measured
+Latencies are per query, pooled over all runs after one warm-up pass; within a run the
+series take turns query by query (see measure_many), so machine noise hits all alike. Recall is measured
 against exact search (numpy over the same float32 vectors): strict, and tie-aware (a hit
 counts when its distance is no worse than the exact 10th distance), see data.recall_at_k.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from psycopg_pool import ConnectionPool
@@ -54,21 +57,46 @@ def store_for(dsn: str, ds: data.Dataset, ef_search: int | None = None, max_size
         yield MemoryStore(pool, embedder=emb)
 
 
+@dataclass
+class Entry:
+    """One series to measure: a label and a call(query index) -> returned fact ids."""
+
+    label: str
+    call: Callable[[int], list[str]]
+    baseline: bool = False
+    note: str = ""
+
+
+def measure_many(ctx: BenchContext, result: BenchResult, ds: data.Dataset, qvecs: np.ndarray,
+                 entries: list[Entry], masks: list[np.ndarray] | None = None) -> None:
+    """One warm-up pass per entry (its results give the recall), then `runs` passes in
+    which the entries take turns query by query, the order rotating with the query, so
+    load from elsewhere on the machine and cache warmth hit every entry alike. Adds one
+    series per entry: latencies pooled over the passes, recall against exact search (over
+    the rows of `masks[i]` for query i, when given)."""
+    idx = list(range(len(qvecs)))
+    warm = [latencies_ms(e.call, idx)[1] for e in entries]
+    lat: list[list[float]] = [[] for _ in entries]
+    order = list(range(len(entries)))
+    for _ in range(ctx.sizes.runs):
+        for i in idx:
+            shift = i % len(order)
+            for j in order[shift:] + order[:shift]:
+                t0 = time.perf_counter()
+                entries[j].call(i)
+                lat[j].append((time.perf_counter() - t0) * 1000.0)
+    for e, times, got in zip(entries, lat, warm, strict=True):
+        strict, tie = zip(*(data.recall_at_k(ds, qvecs[i], got[i], K, masks[i] if masks else None)
+                            for i in idx), strict=True)
+        result.add(e.label, times, baseline=e.baseline, runs=ctx.sizes.runs, note=e.note,
+                   recall_tie=float(np.mean(tie)), recall_strict=float(np.mean(strict)))
+
+
 def measure(ctx: BenchContext, result: BenchResult, label: str, ds: data.Dataset, qvecs: np.ndarray,
             call: Callable[[int], list[str]], *, baseline: bool = False,
             masks: list[np.ndarray] | None = None, note: str = "") -> None:
-    """Warm up, then `runs` passes over the queries; adds a series with recall (against
-    exact search over the rows of `masks[i]` for query i, when given)."""
-    idx = list(range(len(qvecs)))
-    _, warm = latencies_ms(call, idx)
-    lat: list[float] = []
-    for _ in range(ctx.sizes.runs):
-        times, _ = latencies_ms(call, idx)
-        lat += times
-    strict, tie = zip(*(data.recall_at_k(ds, qvecs[i], warm[i], K, masks[i] if masks else None)
-                                 for i in idx), strict=True)
-    result.add(label, lat, baseline=baseline, runs=ctx.sizes.runs, note=note,
-               recall_tie=float(np.mean(tie)), recall_strict=float(np.mean(strict)))
+    """`measure_many` of one entry."""
+    measure_many(ctx, result, ds, qvecs, [Entry(label, call, baseline, note)], masks)
 
 
 def run(ctx: BenchContext) -> list[BenchResult]:
@@ -88,32 +116,29 @@ def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
                       "per query", params={"facts": size, "dim": ds.dim, "k": K, "queries": len(qvecs),
                                            "runs": ctx.sizes.runs, "hnsw": "m=16 ef_construction=64"})
     ctx.log(f"search: {size:,} {kind}")
-    raw = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace)
-    try:
-        measure(ctx, res, "raw pgvector SQL (ef_search=40)", ds, qvecs, lambda i: raw.search(qlits[i], K),
-                baseline=True)
-        with store_for(dsn, ds) as mem:
-            measure(ctx, res, "MemoryStore.search (vector given)", ds, qvecs,
-                    lambda i: [str(h.fact.id) for h in mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace)])
-            if kind == "hashing":
-                measure(ctx, res, "MemoryStore.search (embeds the question)", ds, qvecs,
-                        lambda i: [str(h.fact.id) for h in mem.search(qtexts[i], k=K, namespace=ds.namespace)])
+    with ExitStack() as stack:
+        raw = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace)
+        stack.callback(raw.close)
+        mem = stack.enter_context(store_for(dsn, ds))
+        entries = [
+            Entry("raw pgvector SQL (ef_search=40)", lambda i: raw.search(qlits[i], K), baseline=True),
+            Entry("MemoryStore.search (vector given)", lambda i: ids_of(mem.search(qvecs[i].tolist(), k=K,
+                                                                                  namespace=ds.namespace))),
+        ]
+        if kind == "hashing":
+            entries.append(Entry("MemoryStore.search (embeds the question)",
+                                 lambda i: ids_of(mem.search(qtexts[i], k=K, namespace=ds.namespace))))
         for ef in ctx.sizes.ef_search:
             if ef == 40:
                 continue
             raw_ef = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace,
                                settings={"hnsw.ef_search": str(ef)})
-            try:
-                with store_for(dsn, ds, ef_search=ef) as mem_ef:
-                    measure(ctx, res, f"raw pgvector SQL (ef_search={ef})", ds, qvecs,
-                            lambda i, r=raw_ef: r.search(qlits[i], K))
-                    measure(ctx, res, f"MemoryStore.search (vector given, ef_search={ef})", ds, qvecs,
-                            lambda i, m=mem_ef: [str(h.fact.id) for h in m.search(qvecs[i].tolist(), k=K,
-                                                                                    namespace=ds.namespace)])
-            finally:
-                raw_ef.close()
-    finally:
-        raw.close()
+            stack.callback(raw_ef.close)
+            mem_ef = stack.enter_context(store_for(dsn, ds, ef_search=ef))
+            entries += [Entry(f"raw pgvector SQL (ef_search={ef})", lambda i, r=raw_ef: r.search(qlits[i], K)),
+                        Entry(f"MemoryStore.search (vector given, ef_search={ef})",
+                              lambda i, m=mem_ef: ids_of(m.search(qvecs[i].tolist(), k=K, namespace=ds.namespace)))]
+        measure_many(ctx, res, ds, qvecs, entries)
     if kind == "hashing" and size == ctx.sizes.peer_search:
         search_peers(ctx, res, ds, qtexts, qvecs)
     if kind == "random":
@@ -123,6 +148,10 @@ def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
                          "0.77 at 200, 1.0 at 1000); the hashing rows show recall on structured vectors")
     _targets(res, size, ctx)
     return res
+
+
+def ids_of(hits) -> list[str]:
+    return [str(h.fact.id) for h in hits]
 
 
 def search_peers(ctx: BenchContext, res: BenchResult, ds: data.Dataset, qtexts: list[str], qvecs: np.ndarray) -> None:

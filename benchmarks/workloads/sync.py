@@ -30,6 +30,9 @@ BATCH = 256
 def run(ctx: BenchContext) -> list[BenchResult]:
     from benchmarks.workloads.delegated import guarded
 
+    if not ctx.sizes.delegate:
+        return [mirror_clients(ctx), BenchResult("sync", "Sync worker throughput and lag", "", True, "",
+                                                 skipped="not run in quick mode (--delegate to run)")]
     return [mirror_clients(ctx), *guarded("sync", "Sync worker throughput and lag", lambda: delegate(ctx))]
 
 

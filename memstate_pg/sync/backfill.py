@@ -20,6 +20,7 @@ from typing import Any
 from ..core import Exec, Op
 from ..errors import NotFound, ValidationFailed
 from ..mirrors.base import Mirror
+from ..types import check_name
 from .outbox import NIL_UUID, MirrorConfig, q
 
 __all__ = [
@@ -36,21 +37,23 @@ DEFAULT_PAGE = 5000
 
 
 def check_mirror_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    """A registered mirror's name: 1 to 63 of A-Z a-z 0-9 _ . - (the registry's CHECK)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationFailed(f"mirror name {name!r} must be 1 to 63 of A-Z a-z 0-9 _ . -")
     return name
 
 
 def _names(label: str, values: Sequence[str] | str | None, *, allow_none: bool) -> list[str] | None:
     if values is None:
-        if allow_none:
-            return None
-        return []
+        return None if allow_none else []
     if isinstance(values, str):
         values = [values]
-    out = list(values)
-    if not all(isinstance(v, str) and v for v in out):
-        raise ValidationFailed(f"{label} must be non-empty strings")
+    try:
+        out = list(values)
+    except TypeError:
+        raise ValidationFailed(f"{label} must be a list of strings") from None
+    for value in out:
+        check_name(label, value)
     if allow_none and not out:
         raise ValidationFailed(f"{label}=[] would take nothing: pass None for all")
     return out
@@ -83,6 +86,7 @@ def op_register_mirror(
 
 
 def op_mirror_config(name: str) -> Op:
+    check_mirror_name(name)
     row = yield Exec(q("mirror_config"), {"name": name})
     if row is None:
         raise NotFound(f"no mirror {name!r} in memstate.mirrors")
@@ -126,6 +130,7 @@ def op_backfill(
 
 
 def op_remove_mirror(name: str) -> Op:
+    check_mirror_name(name)
     row = yield Exec(q("delete_mirror"), {"name": name})
     if row is None:
         raise NotFound(f"no mirror {name!r} in memstate.mirrors")

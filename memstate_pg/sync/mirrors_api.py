@@ -91,7 +91,7 @@ class MirrorsMixin:
         `backfill`, the live facts already in scope are enqueued too (batched, resumable;
         `progress(scanned, total)`).
         """
-        name = name or mirror.kind
+        name = mirror.kind if name is None else name
         self._run(
             ops.op_register_mirror(
                 mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
@@ -115,7 +115,7 @@ class MirrorsMixin:
 
     def mirror(self, name: str) -> Mirror:
         """The Mirror object registered as `name` (rebuilt from the registry if possible)."""
-        found = _registry(self).get(name)
+        found = _registry(self).get(ops.check_mirror_name(name))
         if found is None:
             found = _registry(self)[name] = _rebuild(name, self._run(ops.op_mirror_config(name)))
         return found
@@ -185,7 +185,7 @@ class AsyncMirrorsMixin:
         backfill: bool = True,
         progress: ProgressFn | None = None,
     ) -> None:
-        name = name or mirror.kind
+        name = mirror.kind if name is None else name
         await self._run(
             ops.op_register_mirror(
                 mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
@@ -205,7 +205,7 @@ class AsyncMirrorsMixin:
         _registry(self).pop(name, None)
 
     def mirror(self, name: str) -> Mirror:
-        found = _registry(self).get(name)
+        found = _registry(self).get(ops.check_mirror_name(name))
         if found is None:
             raise NotFound(
                 f"no mirror {name!r} in this process: await load_mirror({name!r}) or add_mirror()"

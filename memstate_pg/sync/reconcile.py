@@ -41,6 +41,7 @@ from ..mirrors.base import Mirror
 from ..models import ReconcileReport
 from . import outbox
 from .apply import changes_for, read_states, write_changes
+from .backfill import check_mirror_name
 from .outbox import NIL_UUID, MirrorConfig, q
 
 __all__ = ["ConnectionFactory", "Progress", "reconcile", "repair_facts"]
@@ -106,6 +107,7 @@ def reconcile(
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
+    check_mirror_name(name)
     started = time.perf_counter()
     with connect() as conn:
         config = outbox.load_config(conn, name)

@@ -9,7 +9,8 @@ One *batch* is one Postgres transaction on one mirror (see sql/sync_queries.sql)
    delete;
 3. write the mirror in its native batch size (bisecting a failed chunk, see apply.py);
 4. delete the rows the mirror acknowledged, back off the others (exponential, with jitter;
-   dead after ``max_attempts``), advance ``last_synced_seq``; COMMIT.
+   dead after ``max_attempts``), advance ``last_synced_seq``; COMMIT (without waiting for
+   the WAL flush: an acknowledgement lost in a server crash only means a re-delivery).
 
 Every step before COMMIT can die (SIGKILL, a lost connection): the transaction aborts, the
 locks vanish, the rows are claimable again, and re-sending the current state is
@@ -239,6 +240,7 @@ class SyncWorker:
             config = self._config(conn, name)
             if config is None or not config.enabled:
                 return stats
+            conn.execute(outbox.q("batch_settings"))
             rows = outbox.claim(conn, name, limit)
             mine = [r for r in rows if r.locked]
             stats.busy = len(rows) - len(mine)
