@@ -8,6 +8,7 @@ benchmarks/results/, and regenerates the README block between the bench markers.
     python -m benchmarks                 # full sizes (10k and 100k facts; ~15-25 min on 2 cores)
     python -m benchmarks --quick         # tiny sizes, one run: a smoke test, not a measurement
     python -m benchmarks --only search,filtered --large 50000 --runs 7
+    python -m benchmarks --readme-from benchmarks/results/latest.json   # README block only
     MEMSTATE_DSN=postgresql://… python -m benchmarks   # a server of yours (role may CREATE DATABASE)
 
 Large datasets are bulk-loaded with COPY into memstate's tables, the HNSW index built once
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parent.parent / "README.md",
                     help="README whose bench block to regenerate")
     ap.add_argument("--no-readme", action="store_true", help="do not touch the README")
+    ap.add_argument("--readme-from", type=Path, metavar="JSON",
+                    help="only regenerate the README block from a saved report (e.g. benchmarks/results/latest.json)")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     for f in dataclasses.fields(Sizes):
         if f.type in ("int", "float"):
@@ -79,6 +83,12 @@ def selected(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console(width=160)
+    if args.readme_from:
+        report = json.loads(args.readme_from.read_text())
+        block = harness.markdown(harness.results_from_report(report), report["env"])
+        done = harness.update_readme(args.readme, block)
+        console.print(f"{'updated' if done else 'no bench markers in, left alone:'} {args.readme}")
+        return report
     sizes = sizes_from(args)
     names = selected(args)
     iso, stamp = harness.now_stamp()

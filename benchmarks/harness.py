@@ -213,6 +213,18 @@ def report_dict(results: Sequence[BenchResult], env: dict[str, Any]) -> dict[str
     return {"schema": SCHEMA_VERSION, "env": env, "results": [r.to_dict() for r in results]}
 
 
+def results_from_report(report: dict[str, Any]) -> list[BenchResult]:
+    """The BenchResults of a report written by `report_dict` (e.g. latest.json)."""
+    out = []
+    for r in report["results"]:
+        fields = {k: v for k, v in r.items() if k != "series"}
+        res = BenchResult(**fields)
+        for s in r["series"]:
+            res.add(s["label"], s["values"], baseline=s["baseline"], runs=s["runs"], note=s["note"], **s["extra"])
+        out.append(res)
+    return out
+
+
 def write_json(report: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, default=str, allow_nan=True)
@@ -312,6 +324,8 @@ def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
             met = {True: "met", False: "not met", None: "n/a"}[t["met"]]
             value = "-" if t["value"] is None else f"{t['value']:.3g}"
             lines.append(f"\n_target {t['target']}: {value} (goal {t['goal']}): {met}_")
+        for n in r.notes:
+            lines.append(f"\n_note: {n}_")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

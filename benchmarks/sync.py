@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -244,9 +245,35 @@ def lag_run(
         target=lag_worker, args=(dsn, name, chroma_dir, collection, stamp_path, ready)
     )
     proc.start()
-    assert ready.wait(120), "lag worker did not start"
+    try:
+        assert ready.wait(120), "lag worker did not start"
+        total = int(rate * seconds)
+        committed, behind = commit_at_rate(store, ns, rate, total, committers)
+        seen = wait_for_stamps(stamp_path, total, timeout=30)
+    finally:
+        proc.terminate()
+        proc.join(30)
+    store.remove_mirror(name)
+    store.close()
+    lags = sorted((seen[f] - t) / 1e6 for f, t in committed.items() if f in seen)
+    if len(lags) < total:
+        print(f"  warning: {total - len(lags)} fact(s) never seen", file=sys.stderr)
+    if behind > 0.5:
+        print(f"  warning: the committer fell {behind:.2f}s behind the schedule", file=sys.stderr)
+    return (
+        lags[len(lags) // 2],
+        lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+        lags[-1],
+        len(lags),
+    )
+
+
+def commit_at_rate(
+    store: Any, ns: str, rate: float, total: int, committers: int
+) -> tuple[dict[str, int], float]:
+    """Commit `total` facts, commit i due at start + i/rate, from `committers` threads.
+    Returns {fact_id: monotonic ns when its commit returned} and how far behind it ended."""
     committed: dict[str, int] = {}
-    total = int(rate * seconds)
     start = time.monotonic() + 0.2
     schedule = iter(range(total))
     lock = threading.Lock()
@@ -270,31 +297,21 @@ def lag_run(
         t.start()
     for t in threads:
         t.join()
-    behind = time.monotonic() - (start + total / rate)
-    deadline = time.monotonic() + 30
+    return committed, time.monotonic() - (start + total / rate)
+
+
+def wait_for_stamps(path: str, total: int, timeout: float) -> dict[str, int]:
+    """{fact_id: monotonic ns} the worker wrote, once all `total` are there (or timeout)."""
+    deadline = time.monotonic() + timeout
     seen: dict[str, int] = {}
     while time.monotonic() < deadline:
-        if os.path.exists(stamp_path):
-            with open(stamp_path) as f:
-                seen = dict(line.split() for line in f if line.endswith("\n"))  # type: ignore[misc]
+        if os.path.exists(path):
+            with open(path) as f:
+                seen = {k: int(v) for k, v in (line.split() for line in f if line.endswith("\n"))}
         if len(seen) >= total:
             break
         time.sleep(0.05)
-    proc.terminate()
-    proc.join(30)
-    store.remove_mirror(name)
-    store.close()
-    lags = sorted((int(seen[f]) - t) / 1e6 for f, t in committed.items() if f in seen)
-    if len(lags) < total:
-        print(f"  warning: {total - len(lags)} fact(s) never seen", file=sys.stderr)
-    if behind > 0.5:
-        print(f"  warning: the committer fell {behind:.2f}s behind the schedule", file=sys.stderr)
-    return (
-        lags[len(lags) // 2],
-        lags[min(len(lags) - 1, int(len(lags) * 0.99))],
-        lags[-1],
-        len(lags),
-    )
+    return seen
 
 
 # --- reconcile at scale ---------------------------------------------------------------------
@@ -366,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--kinds", default="chroma,qdrant")
     args = p.parse_args(argv)
+    # SIGTERM -> SystemExit, so the cleanup below runs (else the embedded server outlives us)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     with tempfile.TemporaryDirectory(prefix="memstate-bench-sync-") as tmp:
         workdir = Path(tmp)

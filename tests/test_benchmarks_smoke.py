@@ -54,6 +54,8 @@ def test_quick_run_writes_a_complete_report(report):
         assert 0.0 <= ours["extra"]["recall_tie"] <= 1.0
     assert "facts" in by_name["search_hashing_600"]["params"]
     assert (out / "latest.json").exists()
+    again = harness.report_dict(harness.results_from_report(data), data["env"])
+    assert [r["name"] for r in again["results"]] == [r["name"] for r in data["results"]]
 
 
 def test_readme_block_is_replaced_only_between_markers(tmp_path):
