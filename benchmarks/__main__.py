@@ -40,19 +40,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     ap.add_argument("--skip", help="comma-separated workloads to leave out")
     ap.add_argument("--out", type=Path, default=harness.RESULTS_DIR, help="results directory")
-    ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parent.parent / "README.md",
-                    help="README whose bench block to regenerate")
+    ap.add_argument(
+        "--readme",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "README.md",
+        help="README whose bench block to regenerate",
+    )
     ap.add_argument("--no-readme", action="store_true", help="do not touch the README")
-    ap.add_argument("--readme-from", type=Path, metavar="JSON",
-                    help="only regenerate the README block from a saved report (e.g. benchmarks/results/latest.json)")
+    ap.add_argument(
+        "--readme-from",
+        type=Path,
+        metavar="JSON",
+        help="only regenerate the README block from a saved report (e.g. benchmarks/results/latest.json)",
+    )
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     for f in dataclasses.fields(Sizes):
         if f.type in ("int", "float"):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float,
-                            help=f"default {f.default} ({Sizes.quick().__dict__[f.name]} with --quick)")
-    ap.add_argument("--ef-search", help="comma-separated hnsw.ef_search values to sweep (default 40,100,200)")
-    ap.add_argument("--delegate", action=argparse.BooleanOptionalAction, default=None,
-                    help="run benchmarks/sync.py and benchmarks/langgraph_store.py too (default: not with --quick)")
+            ap.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=int if f.type == "int" else float,
+                help=f"default {f.default} ({Sizes.quick().__dict__[f.name]} with --quick)",
+            )
+    ap.add_argument(
+        "--ef-search", help="comma-separated hnsw.ef_search values to sweep (default 40,100,200)"
+    )
+    ap.add_argument(
+        "--delegate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run benchmarks/sync.py and benchmarks/langgraph_store.py too (default: not with --quick)",
+    )
     return ap.parse_args(argv)
 
 
@@ -96,15 +113,34 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     with BenchContext(sizes, args.quick, console) as ctx:
         info = server_info(ctx.admin_dsn)
-        env = {"date": iso, "quick": args.quick, "dim": ctx.dim, **info, "machine": harness.machine_info(),
-               "git_commit": harness.git_commit(), "sizes": dataclasses.asdict(sizes),
-               "server": "MEMSTATE_DSN" if os.environ.get("MEMSTATE_DSN") else "embedded",
-               "packages": harness.package_versions(
-                   ["memstate-pg", "psycopg", "pgvector", "memstate", "langgraph-checkpoint-postgres",
-                    "chromadb", "qdrant-client", "numpy", "matplotlib"])}
-        console.print(f"PostgreSQL {info['postgresql']}, pgvector {info['pgvector']}, {ctx.dim}-d, "
-                      f"{env['machine']['cores']} cores; workloads: {', '.join(names)}"
-                      f"{' (quick mode)' if args.quick else ''}")
+        env = {
+            "date": iso,
+            "quick": args.quick,
+            "dim": ctx.dim,
+            **info,
+            "machine": harness.machine_info(),
+            "git_commit": harness.git_commit(),
+            "sizes": dataclasses.asdict(sizes),
+            "server": "MEMSTATE_DSN" if os.environ.get("MEMSTATE_DSN") else "embedded",
+            "packages": harness.package_versions(
+                [
+                    "memstate-pg",
+                    "psycopg",
+                    "pgvector",
+                    "memstate",
+                    "langgraph-checkpoint-postgres",
+                    "chromadb",
+                    "qdrant-client",
+                    "numpy",
+                    "matplotlib",
+                ]
+            ),
+        }
+        console.print(
+            f"PostgreSQL {info['postgresql']}, pgvector {info['pgvector']}, {ctx.dim}-d, "
+            f"{env['machine']['cores']} cores; workloads: {', '.join(names)}"
+            f"{' (quick mode)' if args.quick else ''}"
+        )
         for name in names:
             t0 = time.perf_counter()
             try:
@@ -114,8 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
                 got = [harness.BenchResult(name, name, "", True, "", skipped=f"failed: {exc!r}")]
             for r in got:
                 r.params.setdefault("seconds", round(time.perf_counter() - t0, 1))
-                r.env = {"postgresql": info["postgresql"], "pgvector": info["pgvector"],
-                         "dim": r.params.get("dim", ctx.dim)}
+                r.env = {
+                    "postgresql": info["postgresql"],
+                    "pgvector": info["pgvector"],
+                    "dim": r.params.get("dim", ctx.dim),
+                }
                 harness.print_result(console, r)
             results += got
     env["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -129,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
         if harness.update_readme(args.readme, block):
             console.print(f"updated the bench block of {args.readme}")
         else:
-            console.print(f"{args.readme} has no {harness.README_START} … {harness.README_END} markers: left alone")
+            console.print(
+                f"{args.readme} has no {harness.README_START} … {harness.README_END} markers: left alone"
+            )
     return report
 
 

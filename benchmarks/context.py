@@ -30,27 +30,39 @@ DIM = 384
 class Sizes:
     """Every knob that sets how long a run takes."""
 
-    runs: int = 5                 # measured runs (after one warm-up)
-    single: int = 300             # commits per single-commit run
-    batch: int = 1000             # facts per batched transaction
-    small: int = 10_000           # "10k" dataset
-    large: int = 100_000          # "100k" dataset (0: skip)
-    queries: int = 200            # search queries per run
-    filtered_queries: int = 40    # filtered-search queries per run (slow plans take 100+ ms each)
-    mixed_seconds: float = 5.0    # duration of one mixed-workload run
+    runs: int = 5  # measured runs (after one warm-up)
+    single: int = 300  # commits per single-commit run
+    batch: int = 1000  # facts per batched transaction
+    small: int = 10_000  # "10k" dataset
+    large: int = 100_000  # "100k" dataset (0: skip)
+    queries: int = 200  # search queries per run
+    filtered_queries: int = 40  # filtered-search queries per run (slow plans take 100+ ms each)
+    mixed_seconds: float = 5.0  # duration of one mixed-workload run
     mixed_clients: int = 4
-    peer_search: int = 10_000     # facts loaded into slow peers (LangGraph, MemState) for search
-    reconcile: int = 100_000      # facts in the reconcile benchmark (0: skip)
-    mirror_points: int = 5_000    # points per raw mirror-client run
+    peer_search: int = 10_000  # facts loaded into slow peers (LangGraph, MemState) for search
+    reconcile: int = 100_000  # facts in the reconcile benchmark (0: skip)
+    mirror_points: int = 5_000  # points per raw mirror-client run
     ef_search: tuple[int, ...] = (40, 100, 200)
-    delegate: bool = True         # run other owners' benchmark scripts (sync.py, langgraph_store.py)
+    delegate: bool = True  # run other owners' benchmark scripts (sync.py, langgraph_store.py)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(runs=1, single=20, batch=100, small=300, large=600, queries=10, filtered_queries=10,
-                   mixed_seconds=0.5,
-                   mixed_clients=2, peer_search=300, reconcile=600, mirror_points=200, ef_search=(40,),
-                   delegate=False)
+        return cls(
+            runs=1,
+            single=20,
+            batch=100,
+            small=300,
+            large=600,
+            queries=10,
+            filtered_queries=10,
+            mixed_seconds=0.5,
+            mixed_clients=2,
+            peer_search=300,
+            reconcile=600,
+            mirror_points=200,
+            ef_search=(40,),
+            delegate=False,
+        )
 
 
 @dataclass
@@ -131,8 +143,12 @@ class BenchContext:
         key = (kind, size)
         if key not in self._datasets:
             dsn = self._stack.enter_context(self.database(f"{kind}_{size}"))
-            self.log(f"loading {size:,} {kind} facts (COPY{', then HNSW build' if with_index else ''})…")
-            ds = data.bulk_load(dsn, kind=kind, n=size, dim=self.dim, namespace="bench", with_index=False)
+            self.log(
+                f"loading {size:,} {kind} facts (COPY{', then HNSW build' if with_index else ''})…"
+            )
+            ds = data.bulk_load(
+                dsn, kind=kind, n=size, dim=self.dim, namespace="bench", with_index=False
+            )
             self._datasets[key] = (dsn, ds)
             self.log(f"  loaded in {ds.load_seconds:.1f} s")
         dsn, ds = self._datasets[key]
@@ -158,11 +174,16 @@ def server_info(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        settings = dict(conn.execute(
-            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
-            "('shared_buffers', 'work_mem', 'maintenance_work_mem', 'max_parallel_maintenance_workers', "
-            "'synchronous_commit', 'fsync', 'max_connections')").fetchall())
+        vec = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
+                "('shared_buffers', 'work_mem', 'maintenance_work_mem', 'max_parallel_maintenance_workers', "
+                "'synchronous_commit', 'fsync', 'max_connections')"
+            ).fetchall()
+        )
     return {"postgresql": pg, "pgvector": vec[0] if vec else None, "pg_settings": settings}
 
 

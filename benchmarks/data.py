@@ -27,13 +27,78 @@ import psycopg
 
 from memstate_pg import HashingEmbedder
 
-CITIES = ["Berlin", "Lisbon", "Osaka", "Lima", "Oslo", "Quito", "Accra", "Hanoi", "Perth", "Porto",
-          "Seoul", "Dakar", "Cusco", "Turin", "Cork", "Minsk", "Bern", "Nice", "Riga", "Sofia",
-          "Kyiv", "Baku", "Doha", "Male", "Nuuk", "Suva", "Apia", "Lome", "Pune", "Kobe", "Graz"]
-FOODS = ["ramen", "tacos", "falafel", "pierogi", "sushi", "paella", "curry", "pho", "bao",
-         "gnocchi", "borscht", "ceviche", "injera", "dumplings", "risotto", "kimchi", "halloumi"]
-TOPICS = ["travel", "work", "family", "health", "music", "books", "sports", "money", "garden",
-          "movies", "cooking", "language", "pets", "weather", "school", "cars", "art", "games"]
+CITIES = [
+    "Berlin",
+    "Lisbon",
+    "Osaka",
+    "Lima",
+    "Oslo",
+    "Quito",
+    "Accra",
+    "Hanoi",
+    "Perth",
+    "Porto",
+    "Seoul",
+    "Dakar",
+    "Cusco",
+    "Turin",
+    "Cork",
+    "Minsk",
+    "Bern",
+    "Nice",
+    "Riga",
+    "Sofia",
+    "Kyiv",
+    "Baku",
+    "Doha",
+    "Male",
+    "Nuuk",
+    "Suva",
+    "Apia",
+    "Lome",
+    "Pune",
+    "Kobe",
+    "Graz",
+]
+FOODS = [
+    "ramen",
+    "tacos",
+    "falafel",
+    "pierogi",
+    "sushi",
+    "paella",
+    "curry",
+    "pho",
+    "bao",
+    "gnocchi",
+    "borscht",
+    "ceviche",
+    "injera",
+    "dumplings",
+    "risotto",
+    "kimchi",
+    "halloumi",
+]
+TOPICS = [
+    "travel",
+    "work",
+    "family",
+    "health",
+    "music",
+    "books",
+    "sports",
+    "money",
+    "garden",
+    "movies",
+    "cooking",
+    "language",
+    "pets",
+    "weather",
+    "school",
+    "cars",
+    "art",
+    "games",
+]
 
 FILTER_BUCKETS = 100
 """Every fact's payload has ``bucket = i % 100``: a filter on one bucket matches 1%."""
@@ -41,14 +106,18 @@ FILTER_BUCKETS = 100
 
 def fact_text(prefix: str, i: int) -> str:
     """A templated memory: shared vocabulary, so many facts are near (or tied) neighbours."""
-    return (f"{prefix} user {i} lives in {CITIES[i % len(CITIES)]} and likes "
-            f"{FOODS[(i // 7) % len(FOODS)]}; note about {TOPICS[(i // 3) % len(TOPICS)]} number {i % 97}")
+    return (
+        f"{prefix} user {i} lives in {CITIES[i % len(CITIES)]} and likes "
+        f"{FOODS[(i // 7) % len(FOODS)]}; note about {TOPICS[(i // 3) % len(TOPICS)]} number {i % 97}"
+    )
 
 
 def query_text(j: int) -> str:
     """A search question over the same vocabulary as `fact_text`."""
-    return (f"who lives in {CITIES[(j * 5) % len(CITIES)]} and likes {FOODS[(j * 3) % len(FOODS)]} "
-            f"{TOPICS[j % len(TOPICS)]}")
+    return (
+        f"who lives in {CITIES[(j * 5) % len(CITIES)]} and likes {FOODS[(j * 3) % len(FOODS)]} "
+        f"{TOPICS[j % len(TOPICS)]}"
+    )
 
 
 def payload_of(text: str, i: int) -> dict:
@@ -59,14 +128,14 @@ def payload_of(text: str, i: int) -> dict:
 class Dataset:
     """Facts loaded into a database, with the vectors kept in memory for exact search."""
 
-    kind: str                    # "hashing" or "random"
+    kind: str  # "hashing" or "random"
     namespace: str
     model: str
     dim: int
     ids: list[uuid.UUID]
     texts: list[str]
-    matrix: np.ndarray           # (n, dim) float32, unit rows, same order as ids
-    buckets: np.ndarray          # (n,) int, payload["bucket"]
+    matrix: np.ndarray  # (n, dim) float32, unit rows, same order as ids
+    buckets: np.ndarray  # (n,) int, payload["bucket"]
     row_of: dict[str, int] = field(default_factory=dict)
     load_seconds: float = 0.0
     index_seconds: float = 0.0
@@ -102,12 +171,23 @@ def model_index(conn: psycopg.Connection, model: str) -> tuple[str, str] | None:
     row = conn.execute(
         "SELECT i.indexname, i.indexdef FROM memstate.embedding_models m "
         "JOIN pg_indexes i ON i.schemaname = 'memstate' AND i.indexname = m.index_name "
-        "WHERE m.model = %s", (model,)).fetchone()
+        "WHERE m.model = %s",
+        (model,),
+    ).fetchone()
     return (row[0], row[1]) if row else None
 
 
-def bulk_load(dsn: str, *, kind: str, n: int, dim: int, namespace: str, seed: int = 7,
-              maintenance_work_mem: str = "1GB", with_index: bool = True) -> Dataset:
+def bulk_load(
+    dsn: str,
+    *,
+    kind: str,
+    n: int,
+    dim: int,
+    namespace: str,
+    seed: int = 7,
+    maintenance_work_mem: str = "1GB",
+    with_index: bool = True,
+) -> Dataset:
     """Load `n` facts of one vector kind into a migrated database (type ``note`` must be
     registered) with COPY, then (re)build the model's HNSW index once (unless
     `with_index` is false: then see `build_index`)."""
@@ -122,7 +202,10 @@ def bulk_load(dsn: str, *, kind: str, n: int, dim: int, namespace: str, seed: in
         matrix = random_unit_vectors(n, dim, seed)
     else:
         raise ValueError(f"unknown vector kind {kind!r}")
-    ids = [uuid.UUID(int=int(x), version=4) for x in np.random.default_rng(seed + n).integers(0, 2**62, n)]
+    ids = [
+        uuid.UUID(int=int(x), version=4)
+        for x in np.random.default_rng(seed + n).integers(0, 2**62, n)
+    ]
     buckets = np.arange(n) % FILTER_BUCKETS
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -131,19 +214,63 @@ def bulk_load(dsn: str, *, kind: str, n: int, dim: int, namespace: str, seed: in
         if index:
             conn.execute(f"DROP INDEX IF EXISTS memstate.{index[0]}")
         with conn.transaction():
-            seq = conn.execute("INSERT INTO memstate.commits (namespace, reason) VALUES (%s, 'bench bulk load') "
-                               "RETURNING seq", (namespace,)).fetchone()[0]
-            _copy_rows(conn, "facts", ["fact_id", "namespace", "type", "payload", "content", "embedding",
-                                       "embedding_model", "version", "commit_seq"],
-                       ((fid, namespace, "note", payload_of(t, i), t, matrix[i], model, 1, seq)
-                        for i, (fid, t) in enumerate(zip(ids, texts, strict=True))))
-            _copy_rows(conn, "fact_versions", ["fact_id", "version", "seq", "namespace", "type", "op",
-                                               "payload", "content", "embedding", "embedding_model"],
-                       ((fid, 1, seq, namespace, "note", "put", payload_of(t, i), t, matrix[i], model)
-                        for i, (fid, t) in enumerate(zip(ids, texts, strict=True))))
+            seq = conn.execute(
+                "INSERT INTO memstate.commits (namespace, reason) VALUES (%s, 'bench bulk load') "
+                "RETURNING seq",
+                (namespace,),
+            ).fetchone()[0]
+            _copy_rows(
+                conn,
+                "facts",
+                [
+                    "fact_id",
+                    "namespace",
+                    "type",
+                    "payload",
+                    "content",
+                    "embedding",
+                    "embedding_model",
+                    "version",
+                    "commit_seq",
+                ],
+                (
+                    (fid, namespace, "note", payload_of(t, i), t, matrix[i], model, 1, seq)
+                    for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
+                ),
+            )
+            _copy_rows(
+                conn,
+                "fact_versions",
+                [
+                    "fact_id",
+                    "version",
+                    "seq",
+                    "namespace",
+                    "type",
+                    "op",
+                    "payload",
+                    "content",
+                    "embedding",
+                    "embedding_model",
+                ],
+                (
+                    (fid, 1, seq, namespace, "note", "put", payload_of(t, i), t, matrix[i], model)
+                    for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
+                ),
+            )
         loaded = time.perf_counter()
-    ds = Dataset(kind=kind, namespace=namespace, model=model, dim=dim, ids=ids, texts=texts, matrix=matrix,
-                 buckets=buckets, load_seconds=loaded - t0, index_def=index[1] if index else None)
+    ds = Dataset(
+        kind=kind,
+        namespace=namespace,
+        model=model,
+        dim=dim,
+        ids=ids,
+        texts=texts,
+        matrix=matrix,
+        buckets=buckets,
+        load_seconds=loaded - t0,
+        index_def=index[1] if index else None,
+    )
     if with_index:
         build_index(dsn, ds, maintenance_work_mem)
     return ds
@@ -162,9 +289,19 @@ def build_index(dsn: str, ds: Dataset, maintenance_work_mem: str = "1GB") -> Non
     ds.index_seconds = time.perf_counter() - t0
 
 
-_COPY_TYPES = {"fact_id": "uuid", "namespace": "text", "type": "text", "payload": "jsonb", "content": "text",
-               "embedding": "vector", "embedding_model": "text", "version": "int4", "commit_seq": "int8",
-               "seq": "int8", "op": "text"}
+_COPY_TYPES = {
+    "fact_id": "uuid",
+    "namespace": "text",
+    "type": "text",
+    "payload": "jsonb",
+    "content": "text",
+    "embedding": "vector",
+    "embedding_model": "text",
+    "version": "int4",
+    "commit_seq": "int8",
+    "seq": "int8",
+    "op": "text",
+}
 
 
 def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows) -> None:
@@ -174,7 +311,9 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows) -
 
     register_vector(conn)
     cols = ", ".join(columns)
-    with conn.cursor().copy(f"COPY memstate.{table} ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+    with conn.cursor().copy(
+        f"COPY memstate.{table} ({cols}) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
         copy.set_types([_COPY_TYPES[c] for c in columns])
         for row in rows:
             copy.write_row(row)
@@ -183,8 +322,9 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows) -
 # --- exact search and recall ----------------------------------------------------------
 
 
-def exact_neighbours(ds: Dataset, query: np.ndarray, k: int, mask: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbours(
+    ds: Dataset, query: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cosine distances) of the exact k nearest, ascending; `mask` restricts rows."""
     dist = 1.0 - ds.matrix @ query.astype(np.float32)
     if mask is not None:
@@ -195,8 +335,14 @@ def exact_neighbours(ds: Dataset, query: np.ndarray, k: int, mask: np.ndarray | 
     return order, dist[order]
 
 
-def recall_at_k(ds: Dataset, query: np.ndarray, returned: list[str], k: int,
-                mask: np.ndarray | None = None, eps: float = 1e-5) -> tuple[float, float]:
+def recall_at_k(
+    ds: Dataset,
+    query: np.ndarray,
+    returned: list[str],
+    k: int,
+    mask: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> tuple[float, float]:
     """(strict, tie-aware) recall@k of `returned` fact ids against exact search.
 
     strict: the share of the exact top-k ids that were returned (ids at equal distance are

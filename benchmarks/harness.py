@@ -39,11 +39,24 @@ def stats(values: Sequence[float]) -> dict[str, float]:
     """median, p95 (nearest rank), min, max and count of `values`."""
     ordered = sorted(values)
     if not ordered:
-        return {"median": math.nan, "p95": math.nan, "p99": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+        return {
+            "median": math.nan,
+            "p95": math.nan,
+            "p99": math.nan,
+            "min": math.nan,
+            "max": math.nan,
+            "n": 0,
+        }
     p95 = ordered[min(len(ordered) - 1, max(0, math.ceil(0.95 * len(ordered)) - 1))]
     p99 = ordered[min(len(ordered) - 1, max(0, math.ceil(0.99 * len(ordered)) - 1))]
-    return {"median": statistics.median(ordered), "p95": p95, "p99": p99, "min": ordered[0],
-            "max": ordered[-1], "n": len(ordered)}
+    return {
+        "median": statistics.median(ordered),
+        "p95": p95,
+        "p99": p99,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": len(ordered),
+    }
 
 
 @dataclass
@@ -55,7 +68,7 @@ class Series:
     values: list[float]
     baseline: bool = False
     runs: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)   # e.g. recall, notes
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. recall, notes
     note: str = ""
 
     def summary(self) -> dict[str, float]:
@@ -66,21 +79,31 @@ class Series:
 class BenchResult:
     """The outcome of one benchmark: a titled table of series with one baseline."""
 
-    name: str                      # stable key, e.g. "commit_single"
+    name: str  # stable key, e.g. "commit_single"
     title: str
-    unit: str                      # "commits/s", "facts/s", "ms", ...
+    unit: str  # "commits/s", "facts/s", "ms", ...
     higher_is_better: bool
-    sample: str                    # "per run" (one value per run) or "per query" (pooled)
-    params: dict[str, Any] = field(default_factory=dict)   # data size, dim, k, batch, ...
+    sample: str  # "per run" (one value per run) or "per query" (pooled)
+    params: dict[str, Any] = field(default_factory=dict)  # data size, dim, k, batch, ...
     series: list[Series] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None
-    env: dict[str, Any] = field(default_factory=dict)     # server versions and dim, set by the runner
+    env: dict[str, Any] = field(default_factory=dict)  # server versions and dim, set by the runner
 
-    def add(self, label: str, values: Sequence[float], *, baseline: bool = False, runs: int = 0,
-            note: str = "", **extra: Any) -> Series:
-        s = Series(label, [float(v) for v in values], baseline=baseline, runs=runs, note=note, extra=extra)
+    def add(
+        self,
+        label: str,
+        values: Sequence[float],
+        *,
+        baseline: bool = False,
+        runs: int = 0,
+        note: str = "",
+        **extra: Any,
+    ) -> Series:
+        s = Series(
+            label, [float(v) for v in values], baseline=baseline, runs=runs, note=note, extra=extra
+        )
         self.series.append(s)
         return s
 
@@ -120,7 +143,9 @@ def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
+            )
     except OSError:
         pass
     mem_gb = None
@@ -128,14 +153,24 @@ def machine_info() -> dict[str, Any]:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cores": os.cpu_count(), "memory_gb": mem_gb}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+    }
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -168,25 +203,41 @@ def _fmt(value: float, unit: str) -> str:
 
 def params_text(params: dict[str, Any]) -> str:
     """The short scalar parameters of a result (data size, dim, runs…), for titles."""
-    return ", ".join(f"{k}={v}" for k, v in params.items()
-                     if isinstance(v, int | float | str) and len(str(v)) <= 40)
+    return ", ".join(
+        f"{k}={v}"
+        for k, v in params.items()
+        if isinstance(v, int | float | str) and len(str(v)) <= 40
+    )
 
 
 def rich_table(result: BenchResult) -> Table:
     better = "higher" if result.higher_is_better else "lower"
     size = params_text(result.params)
-    table = Table(title=f"{result.title}  [{result.unit}, {better} is better; {size}]", title_justify="left")
-    has_extra = sorted({k for s in result.series for k, v in s.extra.items() if isinstance(v, int | float)})
+    table = Table(
+        title=f"{result.title}  [{result.unit}, {better} is better; {size}]", title_justify="left"
+    )
+    has_extra = sorted(
+        {k for s in result.series for k, v in s.extra.items() if isinstance(v, int | float)}
+    )
     for col in ["", "median", "p95", "min", "max", "n", "vs baseline", *has_extra, "note"]:
         table.add_column(col, justify="left" if col in ("", "note") else "right", overflow="fold")
     for s in result.series:
         st = s.summary()
         r = result.ratio(s)
-        table.add_row(s.label, _fmt(st["median"], result.unit), _fmt(st["p95"], result.unit),
-                      _fmt(st["min"], result.unit), _fmt(st["max"], result.unit), str(st["n"]),
-                      "baseline" if s.baseline else ("-" if r is None else f"{r:.2f}x"),
-                      *[_fmt(s.extra[k], "") if isinstance(s.extra.get(k), int | float) else "-" for k in has_extra],
-                      s.note)
+        table.add_row(
+            s.label,
+            _fmt(st["median"], result.unit),
+            _fmt(st["p95"], result.unit),
+            _fmt(st["min"], result.unit),
+            _fmt(st["max"], result.unit),
+            str(st["n"]),
+            "baseline" if s.baseline else ("-" if r is None else f"{r:.2f}x"),
+            *[
+                _fmt(s.extra[k], "") if isinstance(s.extra.get(k), int | float) else "-"
+                for k in has_extra
+            ],
+            s.note,
+        )
     return table
 
 
@@ -220,7 +271,14 @@ def results_from_report(report: dict[str, Any]) -> list[BenchResult]:
         fields = {k: v for k, v in r.items() if k != "series"}
         res = BenchResult(**fields)
         for s in r["series"]:
-            res.add(s["label"], s["values"], baseline=s["baseline"], runs=s["runs"], note=s["note"], **s["extra"])
+            res.add(
+                s["label"],
+                s["values"],
+                baseline=s["baseline"],
+                runs=s["runs"],
+                note=s["note"],
+                **s["extra"],
+            )
         out.append(res)
     return out
 
@@ -234,7 +292,9 @@ def write_json(report: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:
     return paths
 
 
-def write_chart(results: Sequence[BenchResult], out_dir: Path, stamp: str, env: dict[str, Any]) -> list[Path]:
+def write_chart(
+    results: Sequence[BenchResult], out_dir: Path, stamp: str, env: dict[str, Any]
+) -> list[Path]:
     """One bar chart per benchmark (median, whiskers min–max), in one PNG. Needs matplotlib
     (the `bench` extra); returns [] without it."""
     try:
@@ -269,11 +329,14 @@ def write_chart(results: Sequence[BenchResult], out_dir: Path, stamp: str, env: 
         title = f"{r.title} ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better)"
         ax.set_title(textwrap.fill(title, 70), fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
-    fig.suptitle(f"memstate-pg benchmarks — {env.get('date', '')} — PostgreSQL {env.get('postgresql')}, "
-                 f"pgvector {env.get('pgvector')}, {env.get('machine', {}).get('cores')} cores "
-                 "(grey: baseline; whiskers: min–max)", fontsize=9)
+    fig.suptitle(
+        f"memstate-pg benchmarks — {env.get('date', '')} — PostgreSQL {env.get('postgresql')}, "
+        f"pgvector {env.get('pgvector')}, {env.get('machine', {}).get('cores')} cores "
+        "(grey: baseline; whiskers: min–max)",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     paths = [out_dir / f"results-{stamp}.png", out_dir / "latest.png"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,9 +360,20 @@ def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
         "Ratios are median ÷ baseline median in the same run._",
         "",
     ]
+    if env.get("note"):
+        lines += [f"_{env['note']}_", ""]
+    if env.get("combined_from"):
+        lines += [
+            "_Tables combined from runs: "
+            + "; ".join(f"{k} ({v[:16]})" for k, v in env["combined_from"].items())
+            + "_",
+            "",
+        ]
     for r in results:
         size = params_text(r.params)
-        lines.append(f"**{r.title}** ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better; {size})")
+        lines.append(
+            f"**{r.title}** ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better; {size})"
+        )
         lines.append("")
         if r.skipped:
             lines += [f"skipped: {r.skipped}", ""]
@@ -309,17 +383,25 @@ def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
                 lines += ["```", r.params["output"].strip(), "```"]
             lines += [f"_{n}_" for n in r.notes] + [""]
             continue
-        extra = sorted({k for s in r.series for k, v in s.extra.items() if isinstance(v, int | float)})
-        lines.append("| | median | p95 | min–max | vs baseline |" + "".join(f" {k} |" for k in extra))
+        extra = sorted(
+            {k for s in r.series for k, v in s.extra.items() if isinstance(v, int | float)}
+        )
+        lines.append(
+            "| | median | p95 | min–max | vs baseline |" + "".join(f" {k} |" for k in extra)
+        )
         lines.append("|---|---:|---:|---:|---:|" + "---:|" * len(extra))
         for s in r.series:
             st = s.summary()
             ratio = r.ratio(s)
             rtxt = "baseline" if s.baseline else ("-" if ratio is None else f"{ratio:.2f}×")
-            ex = "".join(f" {_fmt(s.extra[k], '') if isinstance(s.extra.get(k), int | float) else '-'} |"
-                         for k in extra)
-            lines.append(f"| {s.label} | {_fmt(st['median'], r.unit)} | {_fmt(st['p95'], r.unit)} | "
-                         f"{_fmt(st['min'], r.unit)}–{_fmt(st['max'], r.unit)} | {rtxt} |{ex}")
+            ex = "".join(
+                f" {_fmt(s.extra[k], '') if isinstance(s.extra.get(k), int | float) else '-'} |"
+                for k in extra
+            )
+            lines.append(
+                f"| {s.label} | {_fmt(st['median'], r.unit)} | {_fmt(st['p95'], r.unit)} | "
+                f"{_fmt(st['min'], r.unit)}–{_fmt(st['max'], r.unit)} | {rtxt} |{ex}"
+            )
         for t in r.targets:
             met = {True: "met", False: "not met", None: "n/a"}[t["met"]]
             value = "-" if t["value"] is None else f"{t['value']:.3g}"

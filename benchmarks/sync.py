@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +344,7 @@ def reconcile_run(dsn: str, n: int, workdir: Path, page_size: int) -> tuple[floa
     return seconds, peak / 2**20, report.checked
 
 
-def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
+def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     print(
         f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
         "commit returned -> mirror upsert returned (ms)"
@@ -359,12 +360,31 @@ def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
         f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
         f"{lag_runs[0][3]} facts each)"
     )
+    return {
+        "rate": args.rate,
+        "seconds": args.lag_seconds,
+        "p50_ms": statistics.median(r[0] for r in lag_runs),
+        "p99_ms": statistics.median(r[1] for r in lag_runs),
+        "max_ms": statistics.median(r[2] for r in lag_runs),
+        "runs": lag_runs,
+    }
 
 
 # --- main ---------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print its tables, and return the figures (for benchmarks/harness)."""
+    args = parse_args(argv)
+    restore = _exit_on_sigterm()
+    try:
+        with tempfile.TemporaryDirectory(prefix="memstate-bench-sync-") as tmp:
+            return run_all(args, Path(tmp))
+    finally:
+        restore()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--facts", type=int, default=5000, help="facts per throughput run")
     p.add_argument(
@@ -382,61 +402,72 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--kinds", default="chroma,qdrant")
-    args = p.parse_args(argv)
-    # SIGTERM -> SystemExit, so the cleanup below runs (else the embedded server outlives us)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return p.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="memstate-bench-sync-") as tmp:
-        workdir = Path(tmp)
-        admin = os.environ.get("MEMSTATE_DSN")
-        embedded_dir = None
-        if admin is None:
-            from memstate_pg import embedded
 
-            embedded_dir = Path(os.environ.get("MEMSTATE_BENCH_DIR", workdir / "pg"))
-            admin = embedded.start(embedded_dir)
+def _exit_on_sigterm() -> Callable[[], None]:
+    """SIGTERM -> SystemExit while the benchmark runs, so its cleanup runs (else the embedded
+    server outlives it); returns what restores the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = {"throughput": {}, "lag": None, "reconcile": None}
+    admin = os.environ.get("MEMSTATE_DSN")
+    embedded_dir = None
+    if admin is None:
+        from memstate_pg import embedded
+
+        embedded_dir = Path(os.environ.get("MEMSTATE_BENCH_DIR", workdir / "pg"))
+        admin = embedded.start(embedded_dir)
+    try:
         dsn = fresh_database(admin, "memstate_bench_sync")
         print(
-            f"postgres: {'MEMSTATE_DSN' if embedded_dir is None else 'embedded'}; {os.cpu_count()} cpu(s); "
-            f"median of {args.runs} runs"
+            f"postgres: {'MEMSTATE_DSN' if embedded_dir is None else 'embedded'}; "
+            f"{os.cpu_count()} cpu(s); median of {args.runs} runs"
         )
-        try:
-            print(f"\nthroughput: {args.facts} facts, batch {args.batch} (facts/s)")
-            print(f"  {'mirror':<16}{'sync worker':>12}{'raw client':>12}{'ratio':>8}")
-            for kind in [k for k in args.kinds.split(",") if k]:
-                throughput_run(
-                    dsn, kind, min(args.facts, 1000), args.batch, workdir, False
-                )  # warm-up
-                runs = [
-                    throughput_run(dsn, kind, args.facts, args.batch, workdir, i % 2 == 1)
-                    for i in range(args.runs)
-                ]
-                sync_rate = statistics.median(r[0] for r in runs)
-                raw_rate = statistics.median(r[1] for r in runs)
-                label = "chroma embedded" if kind == "chroma" else "qdrant :memory:"
-                print(
-                    f"  {label:<16}{sync_rate:>12.0f}{raw_rate:>12.0f}{sync_rate / raw_rate:>7.2f}x"
-                    f"   (runs: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in runs)})"
-                )
+        print(f"\nthroughput: {args.facts} facts, batch {args.batch} (facts/s)")
+        print(f"  {'mirror':<16}{'sync worker':>12}{'raw client':>12}{'ratio':>8}")
+        for kind in [k for k in args.kinds.split(",") if k]:
+            throughput_run(dsn, kind, min(args.facts, 1000), args.batch, workdir, False)  # warm-up
+            runs = [
+                throughput_run(dsn, kind, args.facts, args.batch, workdir, i % 2 == 1)
+                for i in range(args.runs)
+            ]
+            sync_rate = statistics.median(r[0] for r in runs)
+            raw_rate = statistics.median(r[1] for r in runs)
+            label = "chroma embedded" if kind == "chroma" else "qdrant :memory:"
+            print(
+                f"  {label:<16}{sync_rate:>12.0f}{raw_rate:>12.0f}{sync_rate / raw_rate:>7.2f}x"
+                f"   (runs: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in runs)})"
+            )
+            figures["throughput"][kind] = {
+                "sync_facts_per_s": sync_rate,
+                "raw_facts_per_s": raw_rate,
+                "ratio": sync_rate / raw_rate,
+                "runs": runs,
+            }
 
-            if args.lag_seconds > 0:
-                lag_report(dsn, args, workdir)
+        if args.lag_seconds > 0:
+            figures["lag"] = lag_report(dsn, args, workdir)
 
-            if args.reconcile_facts:
-                secs, peak, checked = reconcile_run(
-                    dsn, args.reconcile_facts, workdir, args.page_size
-                )
-                print(
-                    f"\nreconcile: {checked} facts (Chroma embedded, page {args.page_size}): "
-                    f"{secs:.1f} s, {checked / secs:.0f} facts/s, peak Python allocations {peak:.1f} MiB"
-                )
-        finally:
-            if embedded_dir is not None:
-                from memstate_pg import embedded
+        if args.reconcile_facts:
+            secs, peak, checked = reconcile_run(dsn, args.reconcile_facts, workdir, args.page_size)
+            print(
+                f"\nreconcile: {checked} facts (Chroma embedded, page {args.page_size}): "
+                f"{secs:.1f} s, {checked / secs:.0f} facts/s, peak Python allocations {peak:.1f} MiB"
+            )
+            figures["reconcile"] = {"facts": checked, "seconds": secs, "peak_mib": peak}
+    finally:
+        if embedded_dir is not None:
+            from memstate_pg import embedded
 
-                embedded.stop(embedded_dir)
-    return 0
+            embedded.stop(embedded_dir)
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,9 +11,22 @@ import pytest
 from benchmarks import harness
 from benchmarks.__main__ import main
 
-EXPECTED = {"commit_single", "commit_batch", "search_hashing_300", "search_random_300", "search_hashing_600",
-            "search_random_600", "filtered_hashing_600", "filtered_random_600", "mixed", "mirror_write",
-            "sync", "reconcile", "proposal_binary_vectors_commit", "proposal_binary_vectors_search"}
+EXPECTED = {
+    "commit_single",
+    "commit_batch",
+    "search_hashing_300",
+    "search_random_300",
+    "search_hashing_600",
+    "search_random_600",
+    "filtered_hashing_600",
+    "filtered_random_600",
+    "mixed",
+    "mirror_write",
+    "sync",
+    "reconcile",
+    "proposal_binary_vectors_commit",
+    "proposal_binary_vectors_search",
+}
 DELEGATED = {"sync", "langgraph_store"}  # other owners' benchmarks: may be absent or broken
 
 
@@ -38,7 +51,16 @@ def test_quick_run_writes_a_complete_report(report):
     for r in data["results"]:
         if r["name"] not in DELEGATED:
             assert not (r["skipped"] or "").startswith("failed"), (r["name"], r["skipped"])
-        for key in ("title", "unit", "higher_is_better", "params", "series", "notes", "targets", "env"):
+        for key in (
+            "title",
+            "unit",
+            "higher_is_better",
+            "params",
+            "series",
+            "notes",
+            "targets",
+            "env",
+        ):
             assert key in r
         assert r["env"]["postgresql"] and r["env"]["pgvector"] and r["env"]["dim"] == 384
         if r["skipped"] or r["name"] in DELEGATED:
@@ -83,7 +105,9 @@ def test_chart_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     results = []
     for name, unit in (("a", "ms"), ("b", "ops/s")):
-        r = harness.BenchResult(name, name.upper(), unit, unit != "ms", "per run", params={"facts": 3})
+        r = harness.BenchResult(
+            name, name.upper(), unit, unit != "ms", "per run", params={"facts": 3}
+        )
         r.add("base", [1.0, 2.0], baseline=True)
         r.add("ours", [1.5, 2.5])
         results.append(r)

@@ -25,11 +25,23 @@ class LangGraphPeer:
         from psycopg_pool import ConnectionPool
 
         emb = HashingEmbedder(dim=dim)
-        self.pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=True,
-                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
-        self.store = PostgresStore(self.pool, index={
-            "dims": dim, "embed": emb.embed, "fields": ["text"], "distance_type": "cosine",
-            "ann_index_config": {"kind": "hnsw", "m": 16, "ef_construction": 64}})
+        self.pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            open=True,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        )
+        self.store = PostgresStore(
+            self.pool,
+            index={
+                "dims": dim,
+                "embed": emb.embed,
+                "fields": ["text"],
+                "distance_type": "cosine",
+                "ann_index_config": {"kind": "hnsw", "m": 16, "ef_construction": 64},
+            },
+        )
         self.store.setup()
         self._psycopg = psycopg
 

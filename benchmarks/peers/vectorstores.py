@@ -73,15 +73,25 @@ class RawChroma:
 
     def __init__(self, client, collection: str, dim: int) -> None:
         self.client = client
-        self.col = client.get_or_create_collection(collection, embedding_function=None,
-                                                   configuration={"hnsw": {"space": "cosine"}})
+        self.col = client.get_or_create_collection(
+            collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        )
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, docs: Sequence[str],
-               metas: Sequence[dict[str, Any]]) -> None:
-        self.col.upsert(ids=list(ids), embeddings=vectors, documents=list(docs), metadatas=list(metas))
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        docs: Sequence[str],
+        metas: Sequence[dict[str, Any]],
+    ) -> None:
+        self.col.upsert(
+            ids=list(ids), embeddings=vectors, documents=list(docs), metadatas=list(metas)
+        )
 
     def query(self, vector: np.ndarray, k: int, where: dict | None = None) -> list[str]:
-        res = self.col.query(query_embeddings=[vector], n_results=k, where=where, include=["distances"])
+        res = self.col.query(
+            query_embeddings=[vector], n_results=k, where=where, include=["distances"]
+        )
         return res["ids"][0]
 
 
@@ -97,11 +107,20 @@ class RawQdrant:
         self.collection = collection
         self.models = models
         if not client.collection_exists(collection):
-            client.create_collection(collection, vectors_config=models.VectorParams(
-                size=dim, distance=models.Distance.COSINE))
+            client.create_collection(
+                collection,
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+            )
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, docs: Sequence[str],
-               metas: Sequence[dict[str, Any]]) -> None:
-        points = [self.models.PointStruct(id=i, vector=v.tolist(), payload={**m, "content": d})
-                  for i, v, d, m in zip(ids, vectors, docs, metas, strict=True)]
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        docs: Sequence[str],
+        metas: Sequence[dict[str, Any]],
+    ) -> None:
+        points = [
+            self.models.PointStruct(id=i, vector=v.tolist(), payload={**m, "content": d})
+            for i, v, d, m in zip(ids, vectors, docs, metas, strict=True)
+        ]
         self.client.upsert(self.collection, points=points, wait=True)

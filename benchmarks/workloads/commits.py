@@ -28,22 +28,40 @@ from memstate_pg import Fact, HashingEmbedder, MemoryStore
 def _vec_items(prefix: str, n: int, dim: int) -> list[tuple[str, str]]:
     """(text, vector literal) pairs, as benchmarks/commit.py's floor takes them."""
     texts = [data.fact_text(prefix, i) for i in range(n)]
-    return list(zip(texts, [data.vector_literal(v) for v in data.hashing_vectors(texts, dim)], strict=True))
+    return list(
+        zip(texts, [data.vector_literal(v) for v in data.hashing_vectors(texts, dim)], strict=True)
+    )
 
 
 def _facts(prefix: str, n: int, dim: int, *, with_vectors: bool) -> list[Fact]:
     texts = [data.fact_text(prefix, i) for i in range(n)]
     vecs = data.hashing_vectors(texts, dim) if with_vectors else [None] * n
-    return [Fact(type="note", payload=data.payload_of(t, i), embedding=None if v is None else v.tolist())
-            for i, (t, v) in enumerate(zip(texts, vecs, strict=True))]
+    return [
+        Fact(
+            type="note", payload=data.payload_of(t, i), embedding=None if v is None else v.tolist()
+        )
+        for i, (t, v) in enumerate(zip(texts, vecs, strict=True))
+    ]
 
 
 def run(ctx: BenchContext) -> list[BenchResult]:
     sz = ctx.sizes
-    single = BenchResult("commit_single", "Single-fact commits", "commits/s", True, "per run",
-                         params={"commits_per_run": sz.single, "runs": sz.runs, "dim": ctx.dim})
-    batched = BenchResult("commit_batch", f"Batched commits ({sz.batch} facts per transaction)", "facts/s",
-                          True, "per run", params={"batch": sz.batch, "runs": sz.runs, "dim": ctx.dim})
+    single = BenchResult(
+        "commit_single",
+        "Single-fact commits",
+        "commits/s",
+        True,
+        "per run",
+        params={"commits_per_run": sz.single, "runs": sz.runs, "dim": ctx.dim},
+    )
+    batched = BenchResult(
+        "commit_batch",
+        f"Batched commits ({sz.batch} facts per transaction)",
+        "facts/s",
+        True,
+        "per run",
+        params={"batch": sz.batch, "runs": sz.runs, "dim": ctx.dim},
+    )
     with ctx.database("commits") as dsn:
         mem = MemoryStore(dsn, embedder=HashingEmbedder(dim=ctx.dim), max_size=2)
         raw = psycopg.connect(dsn, autocommit=True)
@@ -52,18 +70,22 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         try:
             singles: dict[str, Prepare] = {
                 "raw psycopg floor (3 inserts, pipelined)": lambda r, n: _bind(
-                    raw_pg.floor_single, raw, f"fs{r}", _vec_items(f"fs{r}", n, ctx.dim)),
+                    raw_pg.floor_single, raw, f"fs{r}", _vec_items(f"fs{r}", n, ctx.dim)
+                ),
                 "MemoryStore.commit (vector given)": _ours_single(mem, ctx.dim, True),
                 "MemoryStore.commit (embeds inside)": _ours_single(mem, ctx.dim, False),
             }
             batches: dict[str, Prepare] = {
-                "raw psycopg COPY": lambda r, n: _bind(raw_pg.floor_copy, raw, f"cp{r}",
-                                                       _vec_items(f"cp{r}", n, ctx.dim)),
+                "raw psycopg COPY": lambda r, n: _bind(
+                    raw_pg.floor_copy, raw, f"cp{r}", _vec_items(f"cp{r}", n, ctx.dim)
+                ),
                 "MemoryStore.commit_many (vectors given)": _ours_batch(mem, ctx.dim, True),
                 "MemoryStore.commit_many (embeds inside)": _ours_batch(mem, ctx.dim, False),
             }
             _add_peers(ctx, dsn, singles, batches, single, batched, peers, closers)
-            _interleave(ctx, singles, sz.single, single, baseline="raw psycopg floor (3 inserts, pipelined)")
+            _interleave(
+                ctx, singles, sz.single, single, baseline="raw psycopg floor (3 inserts, pipelined)"
+            )
             _interleave(ctx, batches, sz.batch, batched, baseline="raw psycopg COPY")
         finally:
             for close in reversed(closers):
@@ -72,8 +94,10 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                 except Exception:  # noqa: BLE001 - closing is best effort
                     pass
     _targets(single, batched)
-    single.notes.append("the floor and 'vector given' get precomputed vectors; MemState, LangGraph and "
-                        "'embeds inside' embed each text with HashingEmbedder during the commit")
+    single.notes.append(
+        "the floor and 'vector given' get precomputed vectors; MemState, LangGraph and "
+        "'embeds inside' embed each text with HashingEmbedder during the commit"
+    )
     return [single, batched]
 
 
@@ -91,6 +115,7 @@ def _ours_single(mem: MemoryStore, dim: int, with_vectors: bool) -> Prepare:
         ns = f"ms{int(with_vectors)}_{r}"
         facts = _facts(ns, n, dim, with_vectors=with_vectors)
         return lambda: len([mem.commit(f, namespace=ns) for f in facts])
+
     return prepare
 
 
@@ -99,6 +124,7 @@ def _ours_batch(mem: MemoryStore, dim: int, with_vectors: bool) -> Prepare:
         ns = f"mb{int(with_vectors)}_{r}"
         facts = _facts(ns, n, dim, with_vectors=with_vectors)
         return lambda: len(mem.commit_many(facts, namespace=ns))
+
     return prepare
 
 
@@ -115,7 +141,8 @@ def _add_peers(ctx, dsn, singles, batches, single, batched, peers, closers) -> N
         peers.append(p)
         closers.append(p.close)
         singles[p.label] = lambda r, n, p=p, b=backend: _bind(
-            lambda ps: len([p.commit(x) for x in ps]), _payloads(f"{b}{r}", n))
+            lambda ps: len([p.commit(x) for x in ps]), _payloads(f"{b}{r}", n)
+        )
     try:
         lg = LangGraphPeer(dsn, dim=ctx.dim)
     except PeerUnavailable as exc:
@@ -124,9 +151,12 @@ def _add_peers(ctx, dsn, singles, batches, single, batched, peers, closers) -> N
         return
     closers.append(lg.close)
     singles[f"{lg.label} put"] = lambda r, n: _bind(
-        lambda ps: len([lg.put(f"lg{r}", f"k{i}", x) for i, x in enumerate(ps)]), _payloads(f"lg{r}", n))
+        lambda ps: len([lg.put(f"lg{r}", f"k{i}", x) for i, x in enumerate(ps)]),
+        _payloads(f"lg{r}", n),
+    )
     batches[f"{lg.label} batch of PutOps"] = lambda r, n: _bind(
-        lg.put_many, f"lgb{r}", [(f"k{i}", x) for i, x in enumerate(_payloads(f"lgb{r}", n))])
+        lg.put_many, f"lgb{r}", [(f"k{i}", x) for i, x in enumerate(_payloads(f"lgb{r}", n))]
+    )
     batched.notes.append("MemState 0.5.1 has no batch API: not in this table")
 
 
@@ -134,8 +164,9 @@ def _payloads(prefix: str, n: int) -> list[dict]:
     return [data.payload_of(data.fact_text(prefix, i), i) for i in range(n)]
 
 
-def _interleave(ctx: BenchContext, fns: dict[str, Prepare], n: int, result: BenchResult,
-                *, baseline: str) -> None:
+def _interleave(
+    ctx: BenchContext, fns: dict[str, Prepare], n: int, result: BenchResult, *, baseline: str
+) -> None:
     """One warm-up round (a tenth of the size), then `runs` interleaved rounds."""
     rates: dict[str, list[float]] = {label: [] for label in fns}
     warm = max(5, n // 10)
@@ -144,8 +175,10 @@ def _interleave(ctx: BenchContext, fns: dict[str, Prepare], n: int, result: Benc
     for r in range(ctx.sizes.runs):
         for label, prepare in fns.items():
             rates[label].append(timed_rate(prepare(r, n)))
-        ctx.log(f"{result.name} run {r + 1}/{ctx.sizes.runs}: "
-                + ", ".join(f"{k.split(' (')[0]} {v[-1]:,.0f}" for k, v in rates.items()))
+        ctx.log(
+            f"{result.name} run {r + 1}/{ctx.sizes.runs}: "
+            + ", ".join(f"{k.split(' (')[0]} {v[-1]:,.0f}" for k, v in rates.items())
+        )
     for label, values in rates.items():
         result.add(label, values, baseline=label == baseline, runs=len(values))
 
@@ -158,7 +191,9 @@ def _targets(single: BenchResult, batched: BenchResult) -> None:
     emb = single.series_by("MemoryStore.commit (embeds inside)")
     if ms and emb:
         x = emb.summary()["median"] / ms.summary()["median"]
-        single.target("commit (embeds inside) vs MemState 0.5.1 Postgres+Chroma", x, ">= 5x", x >= 5)
+        single.target(
+            "commit (embeds inside) vs MemState 0.5.1 Postgres+Chroma", x, ">= 5x", x >= 5
+        )
     lg = next((s for s in single.series if s.label.startswith("LangGraph")), None)
     if lg and emb:
         x = emb.summary()["median"] / lg.summary()["median"]

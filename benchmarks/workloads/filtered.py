@@ -37,7 +37,8 @@ PROTO_SQL = Path(__file__).with_name("proto_search.sql")
 PREFILTER_SQL = (
     "WITH c AS MATERIALIZED (SELECT fact_id, payload, content, {expr} AS distance FROM memstate.facts "
     "WHERE embedding_model = %(model)s AND namespace = %(ns)s AND payload @> %(filter)s::jsonb) "
-    "SELECT fact_id, 1 - distance AS score, payload, content FROM c ORDER BY distance LIMIT %(k)s")
+    "SELECT fact_id, 1 - distance AS score, payload, content FROM c ORDER BY distance LIMIT %(k)s"
+)
 
 
 def run(ctx: BenchContext) -> list[BenchResult]:
@@ -77,49 +78,103 @@ def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
     buckets = [j % data.FILTER_BUCKETS for j in range(len(qvecs))]
     filters = [json.dumps({"bucket": b}) for b in buckets]
     masks = [ds.buckets == b for b in buckets]
-    res = BenchResult(f"filtered_{kind}_{size}", f"Filtered search top-{K} (1% payload filter), {size:,} facts, "
-                      f"{kind} vectors", "ms", False, "per query",
-                      params={"facts": size, "dim": ds.dim, "k": K, "selectivity": 1 / data.FILTER_BUCKETS,
-                              "queries": len(qvecs), "runs": ctx.sizes.runs})
+    res = BenchResult(
+        f"filtered_{kind}_{size}",
+        f"Filtered search top-{K} (1% payload filter), {size:,} facts, {kind} vectors",
+        "ms",
+        False,
+        "per query",
+        params={
+            "facts": size,
+            "dim": ds.dim,
+            "k": K,
+            "selectivity": 1 / data.FILTER_BUCKETS,
+            "queries": len(qvecs),
+            "runs": ctx.sizes.runs,
+        },
+    )
     ctx.log(f"filtered search: {size:,} {kind}")
 
     variants = [
         ("raw SQL, planner's choice (prepared)", {}, True, "generic plan: filter on top of HNSW"),
-        ("raw SQL, no HNSW (seq scan + sort)", {"enable_indexscan": "off", "enable_bitmapscan": "off"}, False, ""),
-        ("raw SQL, HNSW + iterative_scan=relaxed_order", {"enable_bitmapscan": "off", "enable_seqscan": "off",
-                                                          "hnsw.iterative_scan": "relaxed_order"}, False, ""),
+        (
+            "raw SQL, no HNSW (seq scan + sort)",
+            {"enable_indexscan": "off", "enable_bitmapscan": "off"},
+            False,
+            "",
+        ),
+        (
+            "raw SQL, HNSW + iterative_scan=relaxed_order",
+            {
+                "enable_bitmapscan": "off",
+                "enable_seqscan": "off",
+                "hnsw.iterative_scan": "relaxed_order",
+            },
+            False,
+            "",
+        ),
     ]
     with ExitStack() as stack:
         entries = []
         for label, settings, baseline, note in variants:
-            raw = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace, settings=settings,
-                            with_filter=True)
+            raw = RawSearch(
+                dsn,
+                dim=ds.dim,
+                model=ds.model,
+                namespace=ds.namespace,
+                settings=settings,
+                with_filter=True,
+            )
             stack.callback(raw.close)
-            entries.append(Entry(label, lambda i, r=raw: r.search(qlits[i], K, filters[i]), baseline, note))
+            entries.append(
+                Entry(label, lambda i, r=raw: r.search(qlits[i], K, filters[i]), baseline, note)
+            )
         pre = RawSearch(dsn, dim=ds.dim, model=ds.model, namespace=ds.namespace)
         stack.callback(pre.close)
-        pre.sql = PREFILTER_SQL.format(expr=f"embedding::vector({ds.dim}) <=> %(q)s::vector({ds.dim})")
-        entries.append(Entry("raw SQL, GIN pre-filter in a MATERIALIZED CTE + exact sort",
-                             lambda i: pre.search(qlits[i], K, filters[i])))
+        pre.sql = PREFILTER_SQL.format(
+            expr=f"embedding::vector({ds.dim}) <=> %(q)s::vector({ds.dim})"
+        )
+        entries.append(
+            Entry(
+                "raw SQL, GIN pre-filter in a MATERIALIZED CTE + exact sort",
+                lambda i: pre.search(qlits[i], K, filters[i]),
+            )
+        )
         mem = stack.enter_context(store_for(dsn, ds))
         mem_proto = stack.enter_context(store_for(dsn, ds))
         install_proto(dsn)
 
         def shipped(i: int) -> list[str]:
-            return ids_of(mem.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
-                                     filters={"bucket": buckets[i]}))
+            return ids_of(
+                mem.search(
+                    qvecs[i].tolist(), k=K, namespace=ds.namespace, filters={"bucket": buckets[i]}
+                )
+            )
 
         def proposed(i: int) -> list[str]:
             with proto_search():
-                return ids_of(mem_proto.search(qvecs[i].tolist(), k=K, namespace=ds.namespace,
-                                               filters={"bucket": buckets[i]}))
+                return ids_of(
+                    mem_proto.search(
+                        qvecs[i].tolist(),
+                        k=K,
+                        namespace=ds.namespace,
+                        filters={"bucket": buckets[i]},
+                    )
+                )
 
-        entries += [Entry("MemoryStore.search(filters=…) as shipped", shipped),
-                    Entry("MemoryStore.search(filters=…) with proposed memstate.search", proposed,
-                          note="prototype: benchmarks/workloads/proto_search.sql")]
+        entries += [
+            Entry("MemoryStore.search(filters=…) as shipped", shipped),
+            Entry(
+                "MemoryStore.search(filters=…) with proposed memstate.search",
+                proposed,
+                note="prototype: benchmarks/workloads/proto_search.sql",
+            ),
+        ]
         measure_many(ctx, res, ds, qvecs, entries, masks)
-    for label in ("MemoryStore.search(filters=…) as shipped",
-                  "MemoryStore.search(filters=…) with proposed memstate.search"):
+    for label in (
+        "MemoryStore.search(filters=…) as shipped",
+        "MemoryStore.search(filters=…) with proposed memstate.search",
+    ):
         s = res.series_by(label)
         if s:
             p50, rec = s.summary()["median"], s.extra["recall_tie"]

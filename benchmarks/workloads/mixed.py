@@ -31,13 +31,18 @@ READ_SHARE = 0.8
 class Client:
     """One client's two operations; `search(i)` and `write(i)` take an item index."""
 
-    def __init__(self, search: Callable[[int], object], write: Callable[[int], object],
-                 close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        search: Callable[[int], object],
+        write: Callable[[int], object],
+        close: Callable[[], None],
+    ) -> None:
         self.search, self.write, self.close = search, write, close
 
 
-def drive(clients: list[Client], seconds: float, seed: int, nq: int, nw: int
-          ) -> tuple[float, list[float], list[float]]:
+def drive(
+    clients: list[Client], seconds: float, seed: int, nq: int, nw: int
+) -> tuple[float, list[float], list[float]]:
     """Run all clients for `seconds`; returns (ops/s, search latencies ms, write latencies ms)."""
     stop = time.perf_counter() + seconds
     lat_r: list[list[float]] = [[] for _ in clients]
@@ -77,9 +82,21 @@ def drive(clients: list[Client], seconds: float, seed: int, nq: int, nw: int
 def run(ctx: BenchContext) -> list[BenchResult]:
     sz = ctx.sizes
     n_clients = sz.mixed_clients
-    res = BenchResult("mixed", f"Mixed 80% search / 20% commit, {n_clients} concurrent clients", "ops/s", True,
-                      "per run", params={"facts": sz.small, "clients": n_clients, "seconds_per_run": sz.mixed_seconds,
-                                         "runs": sz.runs, "dim": ctx.dim, "k": 10})
+    res = BenchResult(
+        "mixed",
+        f"Mixed 80% search / 20% commit, {n_clients} concurrent clients",
+        "ops/s",
+        True,
+        "per run",
+        params={
+            "facts": sz.small,
+            "clients": n_clients,
+            "seconds_per_run": sz.mixed_seconds,
+            "runs": sz.runs,
+            "dim": ctx.dim,
+            "k": 10,
+        },
+    )
     with ctx.database("mixed") as dsn:
         ctx.log(f"mixed: loading {sz.small:,} facts")
         ds = data.bulk_load(dsn, kind="hashing", n=sz.small, dim=ctx.dim, namespace="bench")
@@ -97,20 +114,35 @@ def run(ctx: BenchContext) -> list[BenchResult]:
             def close() -> None:
                 s.close()
                 w.close()
-            return Client(lambda i: s.search(qlits[i], 10),
-                          lambda i: raw_pg.floor_single(w, ds.namespace, [(wtexts[i], wlits[i])]), close)
 
-        mem = MemoryStore(dsn, embedder=HashingEmbedder(dim=ctx.dim), min_size=n_clients, max_size=n_clients)
+            return Client(
+                lambda i: s.search(qlits[i], 10),
+                lambda i: raw_pg.floor_single(w, ds.namespace, [(wtexts[i], wlits[i])]),
+                close,
+            )
+
+        mem = MemoryStore(
+            dsn, embedder=HashingEmbedder(dim=ctx.dim), min_size=n_clients, max_size=n_clients
+        )
 
         def ours_client() -> Client:
             return Client(
                 lambda i: mem.search(qvecs[i].tolist(), k=10, namespace=ds.namespace),
-                lambda i: mem.commit(Fact(type="note", payload=data.payload_of(wtexts[i], i),
-                                          embedding=wvecs[i].tolist()), namespace=ds.namespace),
-                lambda: None)
+                lambda i: mem.commit(
+                    Fact(
+                        type="note",
+                        payload=data.payload_of(wtexts[i], i),
+                        embedding=wvecs[i].tolist(),
+                    ),
+                    namespace=ds.namespace,
+                ),
+                lambda: None,
+            )
 
-        makers = {"raw psycopg (search SQL + 3 pipelined inserts)": raw_client,
-                  "MemoryStore.search / .commit (vector given)": ours_client}
+        makers = {
+            "raw psycopg (search SQL + 3 pipelined inserts)": raw_client,
+            "MemoryStore.search / .commit (vector given)": ours_client,
+        }
         rates: dict[str, list[float]] = {k: [] for k in makers}
         last: dict[str, tuple[list[float], list[float]]] = {}
         try:
@@ -118,8 +150,13 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                 for label, make in makers.items():
                     clients = [make() for _ in range(n_clients)]
                     try:
-                        rate, lr, lw = drive(clients, sz.mixed_seconds if r >= 0 else min(1.0, sz.mixed_seconds),
-                                             r, len(qlits), n_writes)
+                        rate, lr, lw = drive(
+                            clients,
+                            sz.mixed_seconds if r >= 0 else min(1.0, sz.mixed_seconds),
+                            r,
+                            len(qlits),
+                            n_writes,
+                        )
                     finally:
                         for c in clients:
                             c.close()
@@ -127,18 +164,31 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                         rates[label].append(rate)
                         last[label] = (lr, lw)
                 if r >= 0:
-                    ctx.log(f"mixed run {r + 1}/{sz.runs}: "
-                            + ", ".join(f"{k.split(' (')[0]} {v[-1]:,.0f} ops/s" for k, v in rates.items()))
+                    ctx.log(
+                        f"mixed run {r + 1}/{sz.runs}: "
+                        + ", ".join(
+                            f"{k.split(' (')[0]} {v[-1]:,.0f} ops/s" for k, v in rates.items()
+                        )
+                    )
         finally:
             mem.close()
     for i, (label, values) in enumerate(rates.items()):
         lr, lw = last.get(label, ([], []))
-        res.add(label, values, baseline=i == 0, runs=len(values),
-                search_p50_ms=stats(lr)["median"], search_p95_ms=stats(lr)["p95"],
-                commit_p50_ms=stats(lw)["median"], commit_p95_ms=stats(lw)["p95"])
+        res.add(
+            label,
+            values,
+            baseline=i == 0,
+            runs=len(values),
+            search_p50_ms=stats(lr)["median"],
+            search_p95_ms=stats(lr)["p95"],
+            commit_p50_ms=stats(lw)["median"],
+            commit_p95_ms=stats(lw)["p95"],
+        )
     ours = res.series_by("MemoryStore.search / .commit (vector given)")
     if ours:
         r = res.ratio(ours)
         res.target("mixed ops/s vs raw", r, "(no target in the issue; >= 0.8x expected)", None)
-    res.notes.append("clients are Python threads in one process (the GIL is shared, as in a real app server)")
+    res.notes.append(
+        "clients are Python threads in one process (the GIL is shared, as in a real app server)"
+    )
     return [res]

@@ -69,31 +69,51 @@ def binary_vectors() -> Iterator[None]:
 def run(ctx: BenchContext) -> list[BenchResult]:
     sz = ctx.sizes
     n = max(20, sz.single // 2)
-    commit = BenchResult("proposal_binary_vectors_commit", "Proposal: binary vector parameters, single commits",
-                         "commits/s", True, "per run", params={"commits_per_run": n, "runs": sz.runs, "dim": ctx.dim})
-    search = BenchResult("proposal_binary_vectors_search", "Proposal: binary vector parameters, search top-10",
-                         "ms", False, "per query", params={"facts": sz.small, "queries": sz.queries,
-                                                           "runs": sz.runs, "dim": ctx.dim})
+    commit = BenchResult(
+        "proposal_binary_vectors_commit",
+        "Proposal: binary vector parameters, single commits",
+        "commits/s",
+        True,
+        "per run",
+        params={"commits_per_run": n, "runs": sz.runs, "dim": ctx.dim},
+    )
+    search = BenchResult(
+        "proposal_binary_vectors_search",
+        "Proposal: binary vector parameters, search top-10",
+        "ms",
+        False,
+        "per query",
+        params={"facts": sz.small, "queries": sz.queries, "runs": sz.runs, "dim": ctx.dim},
+    )
     with ctx.database("proposals") as dsn:
         ds = data.bulk_load(dsn, kind="hashing", n=sz.small, dim=ctx.dim, namespace="bench")
         mem = MemoryStore(dsn, embedder=HashingEmbedder(dim=ctx.dim), max_size=1)
         try:
-            kinds = {"dense": data.random_unit_vectors(n * (sz.runs + 1) * 2, ctx.dim, 3),
-                     "hashing": data.hashing_vectors([data.fact_text("p", i) for i in range(n * (sz.runs + 1) * 2)],
-                                                     ctx.dim)}
+            kinds = {
+                "dense": data.random_unit_vectors(n * (sz.runs + 1) * 2, ctx.dim, 3),
+                "hashing": data.hashing_vectors(
+                    [data.fact_text("p", i) for i in range(n * (sz.runs + 1) * 2)], ctx.dim
+                ),
+            }
             rates: dict[str, list[float]] = {}
             lat: dict[str, list[float]] = {}
             for r in range(-1, sz.runs):
                 for kind, vecs in kinds.items():
-                    labels = {"text": f"{kind} vectors, text (current)", "binary": f"{kind} vectors, binary"}
+                    labels = {
+                        "text": f"{kind} vectors, text (current)",
+                        "binary": f"{kind} vectors, binary",
+                    }
                     spent = dict.fromkeys(labels, 0.0)
-                    queries = [v.tolist() for v in vecs[:min(n, sz.queries)]]
+                    queries = [v.tolist() for v in vecs[: min(n, sz.queries)]]
                     at = (r + 1) * 2 * n
                     for i in range(n):
                         # text and binary take turns op by op (who goes first alternates)
-                        for mode in (("text", "binary") if i % 2 == 0 else ("binary", "text")):
-                            fact = Fact(type="note", payload={"text": f"{kind} {mode} {at + i}"},
-                                        embedding=vecs[at + 2 * i + (mode == "binary")].tolist())
+                        for mode in ("text", "binary") if i % 2 == 0 else ("binary", "text"):
+                            fact = Fact(
+                                type="note",
+                                payload={"text": f"{kind} {mode} {at + i}"},
+                                embedding=vecs[at + 2 * i + (mode == "binary")].tolist(),
+                            )
                             with binary_vectors() if mode == "binary" else _nothing():
                                 t0 = time.perf_counter()
                                 mem.commit(fact, namespace=f"p{kind}")
@@ -102,21 +122,33 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                                     t1 = time.perf_counter()
                                     mem.search(queries[i], k=10, namespace=ds.namespace)
                                     if r >= 0:
-                                        lat.setdefault(labels[mode], []).append((time.perf_counter() - t1) * 1000)
+                                        lat.setdefault(labels[mode], []).append(
+                                            (time.perf_counter() - t1) * 1000
+                                        )
                     if r >= 0:
                         for mode, label in labels.items():
                             rates.setdefault(label, []).append(n / spent[mode])
         finally:
             mem.close()
     for label, values in rates.items():
-        commit.add(label, values, baseline=label.endswith("(current)") and label.startswith("dense"),
-                   runs=len(values))
+        commit.add(
+            label,
+            values,
+            baseline=label.endswith("(current)") and label.startswith("dense"),
+            runs=len(values),
+        )
     for label, values in lat.items():
-        search.add(label, values, baseline=label.endswith("(current)") and label.startswith("dense"),
-                   runs=sz.runs)
+        search.add(
+            label,
+            values,
+            baseline=label.endswith("(current)") and label.startswith("dense"),
+            runs=sz.runs,
+        )
     for res in (commit, search):
-        res.notes.append("prototype: VectorParam + VectorParamDumper in benchmarks/workloads/proposals.py, "
-                         "patched over memstate_pg.core.vector_text")
+        res.notes.append(
+            "prototype: VectorParam + VectorParamDumper in benchmarks/workloads/proposals.py, "
+            "patched over memstate_pg.core.vector_text"
+        )
     return [commit, search]
 
 

@@ -45,9 +45,19 @@ def versions_mirror_class():
 
 def run(ctx: BenchContext) -> list[BenchResult]:
     n = ctx.sizes.reconcile
-    res = BenchResult("reconcile", f"Reconcile a mirror of {n:,} facts (in-memory mirror)", "facts/s", True,
-                      "per run", params={"facts": n, "runs": min(ctx.sizes.runs, 3), "dim": ctx.dim,
-                                         "drift": "1% missing, 1% stale, 0.5% ghosts"})
+    res = BenchResult(
+        "reconcile",
+        f"Reconcile a mirror of {n:,} facts (in-memory mirror)",
+        "facts/s",
+        True,
+        "per run",
+        params={
+            "facts": n,
+            "runs": min(ctx.sizes.runs, 3),
+            "dim": ctx.dim,
+            "drift": "1% missing, 1% stale, 0.5% ghosts",
+        },
+    )
     if not n:
         res.skipped = "size 0"
         return [res]
@@ -59,14 +69,23 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         return [res]
     dsn, ds = ctx.dataset("hashing", n, with_index=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO memstate.mirrors (name, kind) VALUES (%s, 'memory') ON CONFLICT DO NOTHING",
-                     (MIRROR,))
+        conn.execute(
+            "INSERT INTO memstate.mirrors (name, kind) VALUES (%s, 'memory') ON CONFLICT DO NOTHING",
+            (MIRROR,),
+        )
     mirror = versions_mirror_class()(max_batch_size=1000)
 
     def record(i: int, version: int = 1) -> MirrorRecord:
-        return MirrorRecord(fact_id=str(ds.ids[i]), version=version, namespace=ds.namespace, type="note",
-                            embedding=ds.matrix[i].tolist(), embedding_model=ds.model, content=ds.texts[i],
-                            metadata={})
+        return MirrorRecord(
+            fact_id=str(ds.ids[i]),
+            version=version,
+            namespace=ds.namespace,
+            type="note",
+            embedding=ds.matrix[i].tolist(),
+            embedding_model=ds.model,
+            content=ds.texts[i],
+            metadata={},
+        )
 
     t0 = time.perf_counter()
     mirror.upsert([record(i) for i in range(n)])
@@ -81,9 +100,21 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         step = 100
         mirror.delete([str(ds.ids[i]) for i in range(seed % step, n, step)])
         mirror.upsert([record(i, version=0) for i in range((seed + 50) % step, n, step)])
-        mirror.upsert([MirrorRecord(fact_id=str(uuid.uuid4()), version=1, namespace=ds.namespace, type="note",
-                                    embedding=ds.matrix[0].tolist(), embedding_model=ds.model, content="ghost",
-                                    metadata={}) for _ in range(max(1, n // 200))])
+        mirror.upsert(
+            [
+                MirrorRecord(
+                    fact_id=str(uuid.uuid4()),
+                    version=1,
+                    namespace=ds.namespace,
+                    type="note",
+                    embedding=ds.matrix[0].tolist(),
+                    embedding_model=ds.model,
+                    content="ghost",
+                    metadata={},
+                )
+                for _ in range(max(1, n // 200))
+            ]
+        )
 
     def floor() -> int:
         with psycopg.connect(dsn) as c:
@@ -113,15 +144,32 @@ def run(ctx: BenchContext) -> list[BenchResult]:
         rep3 = reconcile(connect, MIRROR, shipped, repair=True)
         rates["shipped"].append(rep3.checked / (time.perf_counter() - t))
         ctx.log(f"reconcile run {r + 1}/{runs}: {rep.model_dump()}; clean pass drift={rep2.drift}")
-    res.add("floor: one SELECT + full mirror scan + set difference", rates["floor"], baseline=True, runs=runs)
-    res.add("reconcile(repair=True), drifted mirror", rates["drifted"], runs=runs,
-            missing=reports[-1]["missing"], stale=reports[-1]["stale"], ghosts=reports[-1]["ghosts"],
-            repaired=reports[-1]["repaired"])
+    res.add(
+        "floor: one SELECT + full mirror scan + set difference",
+        rates["floor"],
+        baseline=True,
+        runs=runs,
+    )
+    res.add(
+        "reconcile(repair=True), drifted mirror",
+        rates["drifted"],
+        runs=runs,
+        missing=reports[-1]["missing"],
+        stale=reports[-1]["stale"],
+        ghosts=reports[-1]["ghosts"],
+        repaired=reports[-1]["repaired"],
+    )
     res.add("reconcile(repair=True), clean mirror", rates["clean"], runs=runs)
-    res.add("reconcile(repair=True), clean, InMemoryMirror as shipped", rates["shipped"], runs=runs,
-            note="versions() via get(): deep copies")
-    res.notes.append("mirror: InMemoryMirror with a direct versions() (see versions_mirror_class), so the "
-                     "figures are the cost of the reconciliation itself")
+    res.add(
+        "reconcile(repair=True), clean, InMemoryMirror as shipped",
+        rates["shipped"],
+        runs=runs,
+        note="versions() via get(): deep copies",
+    )
+    res.notes.append(
+        "mirror: InMemoryMirror with a direct versions() (see versions_mirror_class), so the "
+        "figures are the cost of the reconciliation itself"
+    )
     res.params["reports"] = reports
     return [res]
 

@@ -31,29 +31,59 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     from benchmarks.workloads.delegated import guarded
 
     if not ctx.sizes.delegate:
-        return [mirror_clients(ctx), BenchResult("sync", "Sync worker throughput and lag", "", True, "",
-                                                 skipped="not run in quick mode (--delegate to run)")]
-    return [mirror_clients(ctx), *guarded("sync", "Sync worker throughput and lag", lambda: delegate(ctx))]
+        return [
+            mirror_clients(ctx),
+            BenchResult(
+                "sync",
+                "Sync worker throughput and lag",
+                "",
+                True,
+                "",
+                skipped="not run in quick mode (--delegate to run)",
+            ),
+        ]
+    return [
+        mirror_clients(ctx),
+        *guarded("sync", "Sync worker throughput and lag", lambda: delegate(ctx)),
+    ]
 
 
 def _points(n: int, dim: int, run: int) -> tuple[list[str], np.ndarray, list[str], list[dict]]:
     texts = [data.fact_text(f"mirror{run}", i) for i in range(n)]
     ids = [str(uuid.uuid5(uuid.NAMESPACE_OID, f"{run}-{i}")) for i in range(n)]
-    metas = [{"bucket": i % data.FILTER_BUCKETS, "version": 1, "namespace": "bench", "type": "note"}
-             for i in range(n)]
+    metas = [
+        {"bucket": i % data.FILTER_BUCKETS, "version": 1, "namespace": "bench", "type": "note"}
+        for i in range(n)
+    ]
     return ids, data.hashing_vectors(texts, dim), texts, metas
 
 
 def mirror_clients(ctx: BenchContext) -> BenchResult:
     n = ctx.sizes.mirror_points
-    res = BenchResult("mirror_write", f"Mirror writes ({n:,} points per run, batches of {BATCH})", "points/s",
-                      True, "per run", params={"points": n, "batch": BATCH, "dim": ctx.dim, "runs": ctx.sizes.runs})
+    res = BenchResult(
+        "mirror_write",
+        f"Mirror writes ({n:,} points per run, batches of {BATCH})",
+        "points/s",
+        True,
+        "per run",
+        params={"points": n, "batch": BATCH, "dim": ctx.dim, "runs": ctx.sizes.runs},
+    )
     from memstate_pg.mirrors import ChromaMirror, MirrorRecord, QdrantMirror
 
     def records(ids, vecs, texts, metas):
-        return [MirrorRecord(fact_id=i, version=1, namespace="bench", type="note", embedding=v.tolist(),
-                             embedding_model="hashing-v1-384", content=t, metadata={"bucket": m["bucket"]})
-                for i, v, t, m in zip(ids, vecs, texts, metas, strict=True)]
+        return [
+            MirrorRecord(
+                fact_id=i,
+                version=1,
+                namespace="bench",
+                type="note",
+                embedding=v.tolist(),
+                embedding_model="hashing-v1-384",
+                content=t,
+                metadata={"bucket": m["bucket"]},
+            )
+            for i, v, t, m in zip(ids, vecs, texts, metas, strict=True)
+        ]
 
     makers: dict[str, Callable[[], Callable[[int], Callable[[], int]]]] = {}
     try:
@@ -82,14 +112,20 @@ def mirror_clients(ctx: BenchContext) -> BenchResult:
                 rates[label].append(rate)
     for label, values in rates.items():
         res.add(label, values, baseline=label.startswith("raw Chroma"), runs=len(values))
-    for ours, raw in (("ChromaMirror.upsert (our adapter)", "raw Chroma client upsert (local persistent)"),
-                      ("QdrantMirror.upsert (our adapter)", "raw Qdrant client upsert (local mode)")):
+    for ours, raw in (
+        ("ChromaMirror.upsert (our adapter)", "raw Chroma client upsert (local persistent)"),
+        ("QdrantMirror.upsert (our adapter)", "raw Qdrant client upsert (local mode)"),
+    ):
         a, b = res.series_by(ours), res.series_by(raw)
         if a and b:
             x = a.summary()["median"] / b.summary()["median"]
-            res.target(f"{ours} vs {raw}", x, ">= 0.8x (adapter share of the sync target)", x >= 0.8)
-    res.notes.append("Qdrant runs in local in-process mode here (no server): numpy-backed, not "
-                     "representative of a Qdrant server's speed")
+            res.target(
+                f"{ours} vs {raw}", x, ">= 0.8x (adapter share of the sync target)", x >= 0.8
+            )
+    res.notes.append(
+        "Qdrant runs in local in-process mode here (no server): numpy-backed, not "
+        "representative of a Qdrant server's speed"
+    )
     return res
 
 
@@ -99,9 +135,16 @@ def _batched(upsert) -> Callable:
 
         def go() -> int:
             for s in range(0, len(ids), BATCH):
-                upsert(ids[s:s + BATCH], vecs[s:s + BATCH], texts[s:s + BATCH], metas[s:s + BATCH])
+                upsert(
+                    ids[s : s + BATCH],
+                    vecs[s : s + BATCH],
+                    texts[s : s + BATCH],
+                    metas[s : s + BATCH],
+                )
             return len(ids)
+
         return go
+
     return prep
 
 
@@ -112,7 +155,9 @@ def _records(upsert, records) -> Callable:
         def go() -> int:
             upsert(recs)
             return len(recs)
+
         return go
+
     return prep
 
 
@@ -156,5 +201,7 @@ def delegate(ctx: BenchContext) -> list[BenchResult]:
             os.environ["MEMSTATE_DSN"] = previous
     res.params["report"] = out if isinstance(out, dict | list) else repr(out)
     res.params["output"] = buf.getvalue()
-    res.notes.append("benchmarks/sync.py printed its own tables (kept in params.output of the JSON)")
+    res.notes.append(
+        "benchmarks/sync.py printed its own tables (kept in params.output of the JSON)"
+    )
     return [res]
