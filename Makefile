@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS := dev,embedded,chroma,qdrant,langgraph
 export XDG_RUNTIME_DIR ?= $(CURDIR)/.memstate/run
 
-.PHONY: install demo test fuzz bench lint clean
+.PHONY: install demo test fuzz bench bench-quick lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ fuzz: $(STAMP) | $(XDG_RUNTIME_DIR)
 bench: $(STAMP) | $(XDG_RUNTIME_DIR)
 	$(PY) -m pip install -q -e ".[$(EXTRAS),bench]"
 	$(PY) -m benchmarks
+
+bench-quick: $(STAMP) | $(XDG_RUNTIME_DIR)
+	$(PY) -m benchmarks --quick --no-readme
 
 lint: $(STAMP)
 	$(PY) -m ruff check memstate_pg tests benchmarks examples

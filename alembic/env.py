@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 
-from alembic import context
 from sqlalchemy import create_engine, pool, text
+
+from alembic import context
 
 config = context.config
 LOCK_KEY = 0x6D656D7374617465  # "memstate"

@@ -21,6 +21,7 @@ from . import migrations
 from .core import Begin, Embed, ExecMany, Op, StoreCore, translate
 from .embedders import Embedder, aembed
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+from .store import _connection_kwargs
 from .sync.mirrors_api import AsyncMirrorsMixin
 from .vectors import aconfigure_connection
 
@@ -33,7 +34,8 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
     """
 
     def __init__(self, dsn_or_pool: str | AsyncConnectionPool, *, embedder: Embedder | None = None,
-                 namespace: str | None = None, min_size: int = 1, max_size: int = 10, **options: Any) -> None:
+                 namespace: str | None = None, min_size: int = 1, max_size: int = 10,
+                 ef_search: int | None = None, **options: Any) -> None:
         super().__init__(embedder=embedder, namespace=namespace, **options)
         if isinstance(dsn_or_pool, AsyncConnectionPool):
             self._pool = dsn_or_pool
@@ -42,7 +44,7 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         elif isinstance(dsn_or_pool, str):
             self.dsn = dsn_or_pool
             self._pool = AsyncConnectionPool(dsn_or_pool, min_size=min_size, max_size=max_size,
-                                             kwargs={"autocommit": True}, configure=aconfigure_connection,
+                                             kwargs=_connection_kwargs(ef_search), configure=aconfigure_connection,
                                              open=False, name="memstate-async")
             self._owns_pool = True
         else:

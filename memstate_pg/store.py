@@ -41,8 +41,12 @@ class MemoryStore(MirrorsMixin, StoreCore):
         namespace: str | None = None,
         min_size: int = 1,
         max_size: int = 10,
+        ef_search: int | None = None,
         **options: Any,
     ) -> None:
+        """`ef_search`: pgvector's hnsw.ef_search for this store's connections (default
+        40): higher finds more true neighbours and costs latency. `hnsw_m` and
+        `hnsw_ef_construction` (16, 64) shape the index built for a new embedding model."""
         super().__init__(embedder=embedder, namespace=namespace, **options)
         if isinstance(dsn_or_pool, ConnectionPool):
             self._pool = dsn_or_pool
@@ -54,7 +58,7 @@ class MemoryStore(MirrorsMixin, StoreCore):
                 dsn_or_pool,
                 min_size=min_size,
                 max_size=max_size,
-                kwargs={"autocommit": True},
+                kwargs=_connection_kwargs(ef_search),
                 configure=configure_connection,
                 open=True,
                 name="memstate",
@@ -254,6 +258,15 @@ class MemoryStore(MirrorsMixin, StoreCore):
     def status(self) -> dict[str, MirrorStatus]:
         """Per mirror: pending and dead outbox rows, lag, last sync and reconcile."""
         return self._run(self._op_status())
+
+
+def _connection_kwargs(ef_search: int | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if ef_search is not None:
+        if not isinstance(ef_search, int) or not 1 <= ef_search <= 1000:
+            raise ValueError("ef_search must be an int between 1 and 1000")
+        kwargs["options"] = f"-c hnsw.ef_search={ef_search}"
+    return kwargs
 
 
 class Transaction:

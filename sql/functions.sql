@@ -752,8 +752,11 @@ CREATE OR REPLACE VIEW memstate.current_facts AS
 -- Nearest facts by cosine similarity (1 = same direction; higher is better), compared only
 -- with vectors of the query's model (given, or the one registered model of that dimension).
 -- Filters go into the same SQL: namespace, payload containment (@>), type, session.
--- Uses the model's HNSW index with pgvector's iterative scan, so a selective filter still
--- returns k rows.
+-- Two plans: with a payload filter or session, the GIN/btree indexes first collect at most
+-- memstate.config 'search_exact_max' candidates (default 2000) and those are sorted by
+-- true distance (exact: a selective filter never cuts recall); when more rows match, the
+-- model's HNSW index is walked with pgvector's iterative scan (relaxed order, re-sorted),
+-- so the filter still yields k rows.
 CREATE OR REPLACE FUNCTION memstate.search(
     namespace text, query vector, k int, filter jsonb DEFAULT NULL,
     fact_type text DEFAULT NULL, model text DEFAULT NULL, session text DEFAULT NULL)
@@ -775,7 +778,10 @@ DECLARE
     v_dim   int;
     v_index text;
     v_expr  text;
+    v_where text;
     v_n     int;
+    v_found boolean;
+    v_max   int := coalesce(memstate._config_int('search_exact_max'), 2000);
 BEGIN
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 1000 THEN
         PERFORM memstate._fail('MSV01', format('k must be between 1 and 1000, not %s', p_k));
@@ -803,17 +809,40 @@ BEGIN
     v_expr := CASE WHEN v_index IS NULL THEN 'f.embedding <=> $1'
                    WHEN v_dim <= 2000 THEN format('f.embedding::vector(%s) <=> $1::vector(%s)', v_dim, v_dim)
                    ELSE format('f.embedding::halfvec(%s) <=> $1::halfvec(%s)', v_dim, v_dim) END;
+    v_where := format('f.embedding_model = %L AND f.namespace = $2 %s %s %s', v_model,
+        CASE WHEN p_filter IS NOT NULL THEN 'AND f.payload @> $3' ELSE '' END,
+        CASE WHEN p_type IS NOT NULL THEN 'AND f.type = $4' ELSE '' END,
+        CASE WHEN p_session_id IS NOT NULL THEN 'AND f.session_id = $5' ELSE '' END);
+
+    IF p_filter IS NOT NULL OR p_session_id IS NOT NULL THEN
+        -- Selective filter: the GIN / btree indexes find at most `v_max` candidates; sort
+        -- those by true distance (exact). One statement: the candidates' ctids are
+        -- materialised (capped at v_max + 1), and the exact sort runs only if the cap was
+        -- not hit (a one-time filter), so the planner cannot put the filter on top of HNSW.
+        RETURN QUERY EXECUTE format(
+            'WITH c AS MATERIALIZED (SELECT f.ctid AS t FROM memstate.facts f WHERE %2$s LIMIT %3$s) '
+            'SELECT f.fact_id, 1 - (%1$s), f.type, f.session_id, f.payload, f.content, '
+            '       f.embedding_model, f.version, f.commit_seq, f.created_at, f.updated_at '
+            'FROM memstate.facts f '
+            'WHERE f.ctid = ANY (ARRAY(SELECT c.t FROM c)) AND (SELECT count(*) FROM c) <= %4$s '
+            'ORDER BY %1$s, f.fact_id LIMIT $6', v_expr, v_where, v_max + 1, v_max)
+        USING p_query, p_namespace, p_filter, p_type, p_session_id, p_k;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        IF v_n > 0 THEN
+            RETURN;
+        END IF;
+        -- No row: either nothing matches (done), or more than v_max rows do (use HNSW).
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM memstate.facts f WHERE %s)', v_where)
+        INTO v_found USING p_query, p_namespace, p_filter, p_type, p_session_id;
+        IF NOT v_found THEN
+            RETURN;
+        END IF;
+    END IF;
     RETURN QUERY EXECUTE format(
         'SELECT s.fact_id, 1 - s.distance, s.type, s.session_id, s.payload, s.content, s.embedding_model, '
         '       s.version, s.commit_seq, s.created_at, s.updated_at '
-        'FROM (SELECT f.*, %1$s AS distance FROM memstate.facts f '
-        '      WHERE f.embedding_model = %2$L AND f.namespace = $2 %3$s %4$s %5$s '
-        '      ORDER BY %1$s LIMIT $6) s '
-        'ORDER BY s.distance, s.fact_id',
-        v_expr, v_model,
-        CASE WHEN p_filter IS NOT NULL THEN 'AND f.payload @> $3' ELSE '' END,
-        CASE WHEN p_type IS NOT NULL THEN 'AND f.type = $4' ELSE '' END,
-        CASE WHEN p_session_id IS NOT NULL THEN 'AND f.session_id = $5' ELSE '' END)
+        'FROM (SELECT f.*, %1$s AS distance FROM memstate.facts f WHERE %2$s ORDER BY %1$s LIMIT $6) s '
+        'ORDER BY s.distance, s.fact_id', v_expr, v_where)
     USING p_query, p_namespace, p_filter, p_type, p_session_id, p_k;
 END $$;
 

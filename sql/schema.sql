@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS memstate.config (
 );
 INSERT INTO memstate.config (key, value) VALUES
     ('max_payload_bytes', '1048576'),
-    ('max_content_bytes', '1048576')
+    ('max_content_bytes', '1048576'),
+    ('search_exact_max', '2000')
 ON CONFLICT (key) DO NOTHING;
 
 -- Embedding models: a vector space with a fixed dimension. Each model gets its own partial

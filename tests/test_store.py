@@ -384,3 +384,42 @@ def test_thread_safety_of_a_shared_store(mem: MemoryStore):
     for t in threads:
         t.join()
     assert not errors and len(mem.query(namespace="threads")) == 60
+
+
+def test_selective_filter_search_is_exact_and_large_filter_uses_hnsw(mem: MemoryStore, dsn: str):
+    mem.register_schema("item", None, text_field="text")
+    facts = [Fact(type="item", payload={"text": f"memory {i} about topic {i % 7} and colour {i % 11}",
+                                        "bucket": i % 100}) for i in range(400)]
+    mem.commit_many(facts, namespace="f")
+    query = "memory about topic 3 and colour 5"
+    qvec = mem.embedder.embed([query])[0]
+
+    def exact(bucket):
+        import math
+
+        def cos(a, b):
+            return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+        rows = [f for f in mem.query("item", {"bucket": bucket}, namespace="f")]
+        vecs = mem.embedder.embed([f.content for f in rows])
+        return sorted(cos(qvec, v) for v in vecs)[::-1][:3]
+
+    hits = mem.search(query, k=3, namespace="f", filters={"bucket": 7})
+    assert len(hits) == 3 and all(h.fact.payload["bucket"] == 7 for h in hits)
+    assert [round(h.score, 4) for h in hits] == [round(x, 4) for x in exact(7)]
+    with psycopg.connect(dsn, autocommit=True) as conn:  # force the HNSW path for the same filter
+        conn.execute("UPDATE memstate.config SET value = '1' WHERE key = 'search_exact_max'")
+    hits = mem.search(query, k=3, namespace="f", filters={"bucket": 7})
+    assert len(hits) == 3 and all(h.fact.payload["bucket"] == 7 for h in hits)
+    assert mem.search(query, k=3, namespace="f", filters={"bucket": 1000}) == []
+
+
+def test_ef_search_reaches_the_connection(dsn: str):
+    store = MemoryStore(dsn, ef_search=123, max_size=1)
+    try:
+        with store.pool.connection() as conn:
+            assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "123"
+    finally:
+        store.close()
+    with pytest.raises(ValueError):
+        MemoryStore(dsn, ef_search=0)

@@ -8,7 +8,6 @@ Built from the plain SQL files (sql/schema.sql, sql/functions.sql): one source o
 """
 
 from alembic import op
-
 from memstate_pg.sqlfiles import execute_sql_file
 
 revision = "0001_core"

@@ -10,7 +10,6 @@ whose items are ordinary memstate facts and need no table of their own).
 """
 
 from alembic import op
-
 from memstate_pg.sqlfiles import execute_sql_file
 
 revision = "0002_langgraph"
