@@ -1,3 +1,4 @@
+
 """The drift experiment of the demo and benchmarks/consistency.py, small: memstate-pg ends
 with the mirror equal to Postgres by id and version under every fault; the naive dual
 write does not (so the comparison can tell)."""
@@ -11,6 +12,7 @@ import pytest
 
 from memstate_pg.consistency import SCENARIOS, compare, run_memstate, run_naive, workload
 from memstate_pg.mirrors import ChromaMirror, InMemoryMirror
+from memstate_pg.mirrors.chroma import ephemeral_client
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +38,8 @@ def test_memstate_converges_where_naive_drifts(dsn: str, scenario):
 
 
 def test_on_chroma_embedded(dsn: str):
-    import chromadb
-    from chromadb.config import Settings
 
-    client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+    client = ephemeral_client()
     mirror = ChromaMirror(client, collection=f"t-{uuid.uuid4().hex[:8]}")
     ours = run_memstate(dsn, mirror, SCENARIOS[2], workload(25, 30, 5), seed=3)
     assert ours.drift == 0 and ours.lost_writes == 0

@@ -1,3 +1,4 @@
+
 """Behaviour of the mirror adapters themselves (no Postgres needed).
 
 One suite runs against every adapter: the dict-backed InMemoryMirror, Chroma embedded,
@@ -30,7 +31,7 @@ from memstate_pg.mirrors import (
     QdrantMirror,
     build_payload,
 )
-from memstate_pg.mirrors.chroma import encode_metadata
+from memstate_pg.mirrors.chroma import encode_metadata, ephemeral_client
 
 # The chroma_server fixtures come from tests/chroma_server.py, registered as a plugin by
 # tests/conftest.py (without it: python -m pytest --noconftest -p tests.chroma_server).
@@ -104,9 +105,8 @@ def make_mirror(kind: str, request: pytest.FixtureRequest) -> Iterator[MakeMirro
         if kind == "memory":
             mirror = InMemoryMirror(max_batch_size=batch_size or 1000)
         elif kind == "chroma":
-            import chromadb
 
-            mirror = ChromaMirror(chromadb.EphemeralClient(), unique_name(), batch_size=batch_size)
+            mirror = ChromaMirror(ephemeral_client(), unique_name(), batch_size=batch_size)
         elif kind == "chroma-server":
             server: ChromaServer = request.getfixturevalue("chroma_server")
             mirror = ChromaMirror.from_url(server.url, unique_name(), batch_size=batch_size)
@@ -498,7 +498,6 @@ def test_chroma_metadata_encoding_is_scalar_and_lossless_where_chroma_is_not() -
 def test_chroma_never_embeds(
     where: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    import chromadb
     from chromadb.api.types import DefaultEmbeddingFunction
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -506,7 +505,7 @@ def test_chroma_never_embeds(
 
     monkeypatch.setattr(DefaultEmbeddingFunction, "__call__", refuse)
     if where == "chroma":
-        mirror = ChromaMirror(chromadb.EphemeralClient(), unique_name())
+        mirror = ChromaMirror(ephemeral_client(), unique_name())
     else:
         mirror = ChromaMirror.from_url(request.getfixturevalue("chroma_server").url, unique_name())
     assert mirror.collection.configuration.get("embedding_function") is None
@@ -518,9 +517,8 @@ def test_chroma_never_embeds(
 
 
 def test_chroma_batch_size_defaults_to_the_native_limit() -> None:
-    import chromadb
 
-    client = chromadb.EphemeralClient()
+    client = ephemeral_client()
     assert ChromaMirror(client, unique_name()).max_batch_size == client.get_max_batch_size()
     assert (
         ChromaMirror(client, unique_name(), batch_size=10**9).max_batch_size

@@ -1,3 +1,4 @@
+
 """Property: whatever sequence of commits, updates, deletes, rollbacks, reverts, session
 promotions and discards happens, with whatever mirror failures (fail before / after the
 write, timeouts that may or may not have written, outages) and partial syncs in between,
@@ -13,14 +14,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import chromadb
 import pytest
-from chromadb.config import Settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memstate_pg import ConflictError, Fact, NotFound
 from memstate_pg.mirrors import ChromaMirror, FlakyMirror, InMemoryMirror, Mirror, QdrantMirror
+from memstate_pg.mirrors.chroma import ephemeral_client
 from memstate_pg.sync import SyncWorker
 from tests.helpers import register_test_types
 from tests.sync_procs import SyncStore, drift, no_drift
@@ -36,7 +36,7 @@ def store(dsn: str) -> Iterator[SyncStore]:
 
 @pytest.fixture(scope="module")
 def chroma_client():
-    return chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+    return ephemeral_client()
 
 
 sessions = st.sampled_from([None, None, "s1", "s2"])

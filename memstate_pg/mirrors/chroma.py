@@ -189,6 +189,13 @@ class ChromaMirror(Mirror):
 
     # -- plumbing -------------------------------------------------------------------
 
+    @classmethod
+    def in_memory(cls, collection: str = "memory", **kwargs: Any) -> ChromaMirror:
+        """An in-process ephemeral Chroma (demos, tests). Chroma keeps one ephemeral
+        system per process and refuses a second with other settings, so every ephemeral
+        client of memstate-pg is made here, with the same settings."""
+        return cls(ephemeral_client(), collection, **kwargs)
+
     @property
     def collection(self) -> Collection:
         """The Chroma collection, created on first use (never with an embedding function)."""
@@ -339,3 +346,11 @@ class ChromaMirror(Mirror):
                 elif getattr(settings, "is_persistent", False):
                     info["path"] = str(settings.persist_directory)
         return info
+
+
+def ephemeral_client() -> Any:
+    """The process's in-memory Chroma client, with the settings every caller shares."""
+    import chromadb
+    from chromadb.config import Settings
+
+    return chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))

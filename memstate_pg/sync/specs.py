@@ -29,18 +29,16 @@ __all__ = ["mirror_from_location", "mirror_from_options", "parse_mirror_spec"]
 def mirror_from_location(kind: str, location: str, collection: str = "memory") -> Mirror:
     """A ChromaMirror or QdrantMirror for `location` (see the module docstring)."""
     if kind == "chroma":
-        from ..mirrors.chroma import ChromaMirror
+        from ..mirrors.chroma import ChromaMirror, ephemeral_client
 
         if location.startswith(("http://", "https://")):
             return ChromaMirror.from_url(location, collection)
         if location.startswith("path:"):
             return ChromaMirror.from_path(location[len("path:") :], collection)
         if location in ("memory", ":memory:"):
-            import chromadb
-            from chromadb.config import Settings
 
             return ChromaMirror(
-                chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False)), collection
+                ephemeral_client(), collection
             )
     elif kind == "qdrant":
         from ..mirrors.qdrant import QdrantMirror
