@@ -42,10 +42,21 @@ def _run(connection) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if _want_rls():
+                from memstate_pg.sqlfiles import execute_sql_file
+
+                execute_sql_file(connection, "rls.sql")
         connection.commit()
     finally:
+        connection.rollback()  # a failed migration left the transaction aborted: unlock needs a fresh one
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
         connection.commit()
+
+
+def _want_rls() -> bool:
+    """`alembic -x rls=true upgrade head`, or migrations.upgrade(dsn, rls=True)."""
+    flag = context.get_x_argument(as_dictionary=True).get("rls", "")
+    return bool(config.attributes.get("rls")) or flag.lower() in ("1", "true", "yes", "on")
 
 
 def run_migrations_online() -> None:

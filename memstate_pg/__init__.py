@@ -12,6 +12,7 @@ from .errors import (
     MirrorError,
     NotFound,
     PermissionDenied,
+    Unavailable,
     ValidationFailed,
 )
 from .mirrors import ChromaMirror, Mirror, QdrantMirror
@@ -40,6 +41,7 @@ __all__ = [
     "ReconcileReport",
     "SyncWorker",
     "Transaction",
+    "Unavailable",
     "ValidationFailed",
 ]
 __version__ = "0.1.0"

@@ -44,11 +44,19 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         elif isinstance(dsn_or_pool, str):
             self.dsn = dsn_or_pool
             self._pool = AsyncConnectionPool(dsn_or_pool, min_size=min_size, max_size=max_size,
-                                             kwargs=_connection_kwargs(ef_search), configure=aconfigure_connection,
+                                             kwargs=_connection_kwargs(ef_search),
+                                             configure=self._configure_connection,
+                                             check=AsyncConnectionPool.check_connection,
                                              open=False, name="memstate-async")
             self._owns_pool = True
         else:
             raise TypeError("AsyncMemoryStore takes a DSN string or a psycopg_pool.AsyncConnectionPool")
+
+    async def _configure_connection(self, conn: psycopg.AsyncConnection) -> None:
+        """Pool hook: binary vectors, and the bound namespace (see MemoryStore)."""
+        await aconfigure_connection(conn)
+        if self.namespace is not None:
+            await conn.execute("SELECT set_config('memstate.namespace', %s, false)", [self.namespace])
 
     @classmethod
     async def open(cls, dsn_or_pool: str | AsyncConnectionPool, **kwargs: Any) -> AsyncMemoryStore:
@@ -125,7 +133,7 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                 except StopIteration as stop:
                     value = stop.value
             return value
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
             err = translate(exc)
             if err is exc:
                 raise

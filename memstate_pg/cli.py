@@ -21,8 +21,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     store = cli_common.store_from_args(args)
     from . import migrations
 
-    Console().print(f"memstate schema at revision [bold]{migrations.current(store.dsn)}[/bold]")
-    store.close()
+    try:
+        if args.rls:
+            from . import security
+
+            security.enable_rls(store.dsn)
+        Console().print(f"memstate schema at revision [bold]{migrations.current(store.dsn)}[/bold]"
+                        + (", row level security on" if args.rls else ""))
+    finally:
+        store.close()
     return 0
 
 
@@ -101,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="create or upgrade schema memstate (idempotent)")
     cli_common.add_dsn_argument(p)
+    p.add_argument("--rls", action="store_true",
+                   help="also turn on row level security by namespace (see SECURITY.md)")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("history", help="versions of a fact, or of a namespace")
@@ -125,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_sync = None
     if cli_sync is not None:
         cli_sync.register(sub, cli_common)
+    from . import cli_security
+
+    cli_security.register(sub, cli_common)
     return parser
 
 

@@ -15,6 +15,7 @@ any embedding work, and the database checks again for SQL callers.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from .errors import (
     MemStateError,
     NotFound,
     PermissionDenied,
+    Unavailable,
     ValidationFailed,
 )
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
@@ -98,8 +100,13 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, psycopg.DataError | psycopg.ProgrammingError) and not getattr(exc, "sqlstate", None):
         # raised by psycopg before sending: NUL in a str parameter and the like
         return ValidationFailed(str(exc))
+    if isinstance(exc, UnicodeEncodeError):  # a lone surrogate in a parameter: psycopg cannot send it
+        return ValidationFailed(f"text is not valid Unicode (lone surrogate): {exc.object[exc.start:exc.end]!r}")
     if not isinstance(exc, psycopg.Error):
         return exc
+    if isinstance(exc, psycopg.OperationalError) and (
+            not exc.sqlstate or exc.sqlstate.startswith(("08", "57P"))):
+        return Unavailable(f"database unavailable: {str(exc).strip() or type(exc).__name__}")
     cls = _BY_SQLSTATE.get(exc.sqlstate or "")
     if cls is None:
         return exc
@@ -176,6 +183,12 @@ class StoreCore:
     def _op_register_schema(self, type_name, model, constraint, text_field) -> Op:
         ftype = make_type(type_name, model, constraint, text_field)
         yield from self._op_model(self.embedder.model, self.embedder.dim)
+        row = yield Exec(Q("get_type"), {"type": ftype.name})
+        same = row is not None and (row["json_schema"], row["singleton_key"], row["immutable"], row["text_field"]) == (
+            ftype.json_schema, ftype.constraint.singleton_key, ftype.constraint.immutable, ftype.text_field)
+        if same:  # already registered as is: no write (app roles may not write types)
+            self._types[ftype.name] = ftype
+            return ftype
         yield Exec(
             Q("register_type"),
             {
@@ -237,10 +250,14 @@ class StoreCore:
             dim = len(given[0]) if given and hasattr(given[0], "__len__") else 0
             if model is None or model == self.embedder.model:
                 model, dim = self.embedder.model, self.embedder.dim
+            check_name("embedding_model", model, limit=100)
             check_vectors(given, dim)
-            return [list(map(float, v)) for v in given], model, dim
+            vectors = [list(map(float, v)) for v in given]
+            _directed(vectors)
+            return vectors, model, dim
         vectors = yield Embed(texts)
         check_vectors(vectors, self.embedder.dim)
+        _directed(vectors)
         return vectors, self.embedder.model, self.embedder.dim
 
     def _write_params(self, *, ns, ftype, payload_text, content, vec, model, session_id, fact_id,
@@ -286,6 +303,8 @@ class StoreCore:
                         reason=None, idempotency_key=None) -> Op:
         """Many facts, one embedding call, one commit seq, one round trip (pipelined)."""
         facts = list(facts)
+        if not all(isinstance(f, Fact) for f in facts):
+            raise ValidationFailed("commit_many() takes Facts")
         if not facts:
             return []
         ns = self._ns(namespace, facts[0])
@@ -323,7 +342,7 @@ class StoreCore:
             raise ValidationFailed("update() takes a dict of changes: payload, content, session_id")
         unknown = set(changes) - {"payload", "content", "session_id"}
         if unknown:
-            raise ValidationFailed(f"update() cannot change {sorted(unknown)}: only payload, content, session_id")
+            raise ValidationFailed(f"update() cannot change {sorted(unknown, key=repr)}: only payload, content, session_id")
         fid = _uuid(fact_id)
         row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
         if row is None:
@@ -347,6 +366,8 @@ class StoreCore:
     def _op_delete(self, fact_id, *, expected_version=None, actor=None, reason=None,
                    idempotency_key=None) -> Op:
         fid = _uuid(fact_id)
+        _meta(actor=actor, reason=reason)
+        check_name("idempotency_key", idempotency_key, optional=True)
         if self.namespace is not None:
             row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
             if row is None:
@@ -360,20 +381,21 @@ class StoreCore:
         ns = self._ns(namespace)
         for label, value in (("session_id", session_id), ("actor", actor), ("idempotency_key", idempotency_key)):
             check_name(label, value, optional=True)
+        _meta(reason=reason)
         row = yield Exec(Q("open_commit"), {"namespace": ns, "session_id": session_id, "actor": actor,
                                              "reason": reason, "idempotency_key": idempotency_key})
         return ns, row
 
     def _op_rollback(self, steps=1, *, namespace=None, session_id=None, actor=None, reason=None) -> Op:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValidationFailed("steps must be a positive int")
+        _int("steps", steps, 1, INT4_MAX)
+        _meta(session_id=session_id, actor=actor, reason=reason)
         row = yield Exec(Q("rollback"), {"namespace": self._ns(namespace), "steps": steps,
                                           "session_id": session_id, "actor": actor, "reason": reason})
         return row["seq"]
 
     def _op_revert(self, seq, *, actor=None, reason=None) -> Op:
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise ValidationFailed("seq must be an int")
+        _int("seq", seq)
+        _meta(actor=actor, reason=reason)
         if self.namespace is not None:
             rows = yield Exec(Q("commits"), {"namespace": self.namespace, "limit": None}, "all")
             if not any(r["seq"] == seq for r in rows):
@@ -383,6 +405,7 @@ class StoreCore:
 
     def _op_session(self, which: str, session_id, *, namespace=None, actor=None, reason=None) -> Op:
         check_name("session_id", session_id)
+        _meta(actor=actor, reason=reason)
         row = yield Exec(Q(which), {"namespace": self._ns(namespace), "session_id": session_id,
                                      "actor": actor, "reason": reason})
         return row["seq"]
@@ -397,8 +420,7 @@ class StoreCore:
         if type is not None:
             check_name("type", type)
         check_name("session_id", session_id, optional=True)
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise ValidationFailed("limit must be a non-negative int")
+        _limit(limit)
         doc = filter_document(filters)
         rows = yield Exec(Q("query_facts"), {
             "namespace": self._ns(namespace), "type": type,
@@ -426,6 +448,7 @@ class StoreCore:
         return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]
 
     def _op_history(self, fact_id=None, *, namespace=None, limit=None) -> Op:
+        _limit(limit)
         if fact_id is not None:
             rows = yield Exec(Q("history_fact"), {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace},
                               "all")
@@ -441,19 +464,57 @@ class StoreCore:
             if seq is None:
                 return []
         elif isinstance(point, int) and not isinstance(point, bool):
-            seq = point
+            seq = _int("seq", point)
         else:
             raise ValidationFailed("as_of() takes a commit seq (int) or a datetime")
         rows = yield Exec(Q("as_of"), {"namespace": ns, "seq": seq}, "all")
         return [fact_from_row(r) for r in rows]
 
     def _op_commits(self, *, namespace=None, limit=20) -> Op:
+        _limit(limit)
         rows = yield Exec(Q("commits"), {"namespace": self._ns(namespace), "limit": limit}, "all")
         return rows
 
     def _op_status(self) -> Op:
         rows = yield Exec(Q("mirror_status"), None, "all")
         return {r["name"]: MirrorStatus(**r) for r in rows}
+
+
+INT4_MAX = 2**31 - 1
+INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
+
+
+def _int(label: str, value: Any, low: int = INT8_MIN, high: int = INT8_MAX) -> int:
+    """An int (not a bool) within [low, high], else ValidationFailed."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValidationFailed(f"{label} must be an int between {low} and {high}")
+    return value
+
+
+_F32_ZERO = 7.006492321624085e-46  # below half the smallest float4 subnormal: stored as 0
+MAX_NORM = 1e19  # pgvector sums squares in float4: a longer vector overflows and scores are NaN
+
+
+def _directed(vectors: Sequence[Sequence[float]]) -> None:
+    """Cosine similarity needs a direction and a length float4 can square: refuse zero
+    vectors and vectors whose norm would overflow (NaN scores, or never found)."""
+    for i, vec in enumerate(vectors):
+        if not any(abs(x) > _F32_ZERO for x in vec):
+            raise ValidationFailed(f"vector {i} is all zeros: it has no direction to compare by cosine")
+        if math.fsum(x * x for x in vec) > MAX_NORM**2:
+            raise ValidationFailed(f"vector {i} is too long (norm over {MAX_NORM:g}): normalise it")
+
+
+def _limit(limit: Any) -> int | None:
+    return None if limit is None else _int("limit", limit, 0)
+
+
+def _meta(*, session_id: Any = None, actor: Any = None, reason: Any = None) -> None:
+    """Checks the commit metadata every write carries (text, no NUL, valid Unicode, bounded)."""
+    check_name("session_id", session_id, optional=True)
+    check_name("actor", actor, optional=True)
+    if reason is not None:
+        check_name("reason", reason, limit=2000)
 
 
 def _uuid(value: Any) -> UUID:

@@ -27,5 +27,11 @@ class MirrorError(MemStateError):
     """A mirror refused or failed a write; the sync worker retries it."""
 
 
+class Unavailable(MemStateError, ConnectionError):
+    """The database could not be reached or dropped the connection (restart, failover,
+    pg_terminate_backend). A write in flight may or may not have committed: retry it with
+    an idempotency_key to make the retry safe."""
+
+
 class PermissionDenied(MemStateError, PermissionError):
     """The database role may not touch this namespace or object."""

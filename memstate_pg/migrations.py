@@ -24,14 +24,30 @@ def _engine(dsn: str):
     return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool)
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
-    """Bring the memstate schema to `revision` (idempotent; safe from many processes at once)."""
+def upgrade(dsn: str, revision: str = "head", *, rls: bool = False) -> None:
+    """Bring the memstate schema to `revision` (idempotent; safe from many processes at once).
+    With `rls`, also (re)apply sql/rls.sql in the same transaction (see SECURITY.md).
+
+    A schema already at head is left alone without taking alembic's lock or creating
+    anything, so least-privilege roles (which may not CREATE) can call this too."""
     from alembic import command
 
+    if revision == "head" and not rls and _at_head(dsn):
+        return
     cfg = alembic_config()
+    cfg.attributes["rls"] = rls
     with _engine(dsn).connect() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def _at_head(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        return current(dsn) == head()
+    except psycopg.Error:  # no right to read the version table: let alembic decide
+        return False
 
 
 def downgrade(dsn: str, revision: str = "base") -> None:

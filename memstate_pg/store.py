@@ -59,7 +59,8 @@ class MemoryStore(MirrorsMixin, StoreCore):
                 min_size=min_size,
                 max_size=max_size,
                 kwargs=_connection_kwargs(ef_search),
-                configure=configure_connection,
+                configure=self._configure_connection,
+                check=ConnectionPool.check_connection,  # hand out no dead connection after a restart
                 open=True,
                 name="memstate",
             )
@@ -67,6 +68,13 @@ class MemoryStore(MirrorsMixin, StoreCore):
         else:
             raise TypeError("MemoryStore takes a DSN string or a psycopg_pool.ConnectionPool")
         self._embedded_path: str | None = None
+
+    def _configure_connection(self, conn: psycopg.Connection) -> None:
+        """Pool hook: binary vectors, and a store bound to a namespace narrows the database
+        side to it too (memstate.namespace, defence in depth under Row Level Security)."""
+        configure_connection(conn)
+        if self.namespace is not None:
+            conn.execute("SELECT set_config('memstate.namespace', %s, false)", [self.namespace])
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -135,7 +143,7 @@ class MemoryStore(MirrorsMixin, StoreCore):
                 except StopIteration as stop:
                     value = stop.value
             return value
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
             err = translate(exc)
             if err is exc:
                 raise

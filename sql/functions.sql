@@ -181,6 +181,10 @@ BEGIN
             PERFORM memstate._fail('MSV01', format('embedding has %s dimensions, model %L has %s',
                                                    vector_dims(NEW.embedding), NEW.embedding_model, v_dim));
         END IF;
+        IF vector_norm(NEW.embedding) = 0 OR vector_norm(NEW.embedding) > 1e19 THEN
+            PERFORM memstate._fail('MSV01', 'embedding is all zeros or too long (norm over 1e19): '
+                                            'cosine needs a direction and a length float4 can square');
+        END IF;
     END IF;
     IF TG_OP = 'UPDATE' THEN
         IF NEW.namespace <> OLD.namespace OR NEW.type <> OLD.type THEN
@@ -748,6 +752,13 @@ CREATE OR REPLACE VIEW memstate.current_facts AS
     SELECT fact_id, namespace, type, session_id, payload, content, embedding_model, version,
            commit_seq, created_at, updated_at
     FROM memstate.facts;
+-- With the caller's rights, so Row Level Security (sql/rls.sql) applies through the view too
+-- (CREATE OR REPLACE VIEW resets the option, hence here and not only in rls.sql).
+DO $$ BEGIN
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        ALTER VIEW memstate.current_facts SET (security_invoker = true);
+    END IF;
+END $$;
 
 -- Nearest facts by cosine similarity (1 = same direction; higher is better), compared only
 -- with vectors of the query's model (given, or the one registered model of that dimension).
@@ -788,6 +799,10 @@ BEGIN
     END IF;
     IF p_filter IS NOT NULL AND jsonb_typeof(p_filter) <> 'object' THEN
         PERFORM memstate._fail('MSV01', 'filter must be a JSON object');
+    END IF;
+    IF vector_norm(p_query) = 0 OR vector_norm(p_query) > 1e19 THEN
+        PERFORM memstate._fail('MSV01', 'query vector is all zeros or too long (norm over 1e19): '
+                                        'cosine needs a direction and a length float4 can square');
     END IF;
     IF v_model IS NULL THEN
         SELECT count(*), min(m.model) INTO v_n, v_model FROM memstate.embedding_models m

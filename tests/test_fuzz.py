@@ -221,23 +221,6 @@ vectors = st.one_of(
 )
 
 
-def _undirected(vector: Any) -> bool:
-    """A vector the store accepts although cosine is undefined for it (OPEN_DEFECTS): all
-    zeros, or float4-valid components whose squares overflow float4."""
-    if (
-        not isinstance(vector, list)
-        or not vector
-        or not all(type(x) in (int, float) for x in vector)
-    ):
-        return False
-    values = [float(x) for x in vector]
-    if not all(math.isfinite(x) and abs(x) <= 3.4e38 for x in values):
-        return False  # refused anyway: keep these cases
-    squares = math.fsum(x * x for x in values)
-    return squares == 0 or squares > 1e38
-
-
-vectors = vectors.filter(lambda v: not _undirected(v))
 texts = st.one_of(st.just(""), st.just("   "), hostile_text, st.sampled_from(HUGE))
 
 
@@ -503,7 +486,7 @@ def test_fuzz_text(fz, content, query):
             ),
             json_value,
             max_size=3,
-        ),  # string keys only: OPEN_DEFECTS
+        ),
         json_leaf,
         st.lists(json_value, max_size=3),
     ),
@@ -583,13 +566,10 @@ def test_fuzz_mirror_names(fz, name, namespaces, fields):
         attempt("python.mirror", lambda: mem.remove_mirror(name))
 
 
-# --- open defects ------------------------------------------------------------------------------------
-# Inputs the fuzzer found that end in a raw exception (or a silent surprise) in code this suite
-# does not own; the fixes are proposed in the security report. Each is a strict xfail: once
-# fixed it XPASSes, which fails the run, so remove it here and the matching exclusion above
-# (marked OPEN_DEFECTS).
+# --- defects the fuzzer found, now fixed ----------------------------------------------------------
+# Inputs that once ended in a raw exception (or a silent surprise): kept as regression cases.
 
-OPEN_DEFECTS: dict[str, Callable[[dict], Any]] = {
+FOUND_DEFECTS: dict[str, Callable[[dict], Any]] = {
     "update: non-string change keys (TypeError in sorted)": lambda fz: fz["bound"].update(
         fz["anchor"], {None: 1, "x": 2}
     ),
@@ -646,11 +626,10 @@ OPEN_DEFECTS: dict[str, Callable[[dict], Any]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="open defect outside this suite's files; fix proposed")
-@pytest.mark.parametrize("case", list(OPEN_DEFECTS))
-def test_open_defect(fz, case):
+@pytest.mark.parametrize("case", list(FOUND_DEFECTS))
+def test_found_defect_stays_fixed(fz, case):
     with pytest.raises(MemStateError):
-        OPEN_DEFECTS[case](fz)
+        FOUND_DEFECTS[case](fz)
 
 
 # --- the SQL functions, as a tenant under RLS ---------------------------------------------------------

@@ -399,11 +399,6 @@ def test_narrowing_setting_from_the_store(world, login, stores, mem):
         pool.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryStore(namespace=...) should SET memstate.namespace on its "
-    "pool's connections (configure hook proposed for store.py/aio.py)",
-)
 def test_bound_store_narrows_the_database_side_too(world, login, stores):
     bound = stores(login("memstate_app", "*"), namespace="a")
     with bound.pool.connection() as conn:  # what a bug that bypasses the Python check would see

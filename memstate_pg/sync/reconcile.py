@@ -36,7 +36,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from ..errors import NotFound
+from ..errors import NotFound, PermissionDenied
 from ..mirrors.base import Mirror
 from ..models import ReconcileReport
 from . import outbox
@@ -113,6 +113,7 @@ def reconcile(
         config = outbox.load_config(conn, name)
         if config is None:
             raise NotFound(f"no mirror {name!r} in memstate.mirrors")
+        _require_full_sight(conn, name)
         run = _Reconciliation(
             conn, config, mirror, repair=repair, page_size=page_size, progress=progress
         )
@@ -236,6 +237,16 @@ class _Reconciliation:
             if not deleted or len(counted) >= GHOST_MEMORY:
                 return
             self._add_mirror_count()  # deleting may have hidden points from an offset scan
+
+
+def _require_full_sight(conn: psycopg.Connection, name: str) -> None:
+    """Under Row Level Security (sql/rls.sql) a role that cannot see every namespace the
+    mirror covers would take the points of the others for ghosts and delete them: refuse."""
+    if conn.execute("SELECT to_regprocedure('memstate.can_reconcile(text)')").fetchone()[0] is None:
+        return  # RLS was never installed
+    if not conn.execute("SELECT memstate.can_reconcile(%s)", [name]).fetchone()[0]:
+        raise PermissionDenied(f"this role cannot see every namespace mirror {name!r} covers: reconcile it "
+                               "with a role granted them all (see SECURITY.md)")
 
 
 def _ghosts(
