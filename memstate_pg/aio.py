@@ -8,6 +8,7 @@ with `aembed` is awaited.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from . import migrations
 from .core import Begin, Embed, ExecMany, Op, StoreCore, translate
 from .embedders import Embedder, aembed
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
-from .store import _connection_kwargs
+from .store import IDLE_CHECK_AFTER, _connection_kwargs
 from .sync.mirrors_api import AsyncMirrorsMixin
 from .vectors import aconfigure_connection
 
@@ -46,7 +47,7 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
             self._pool = AsyncConnectionPool(dsn_or_pool, min_size=min_size, max_size=max_size,
                                              kwargs=_connection_kwargs(ef_search),
                                              configure=self._configure_connection,
-                                             check=AsyncConnectionPool.check_connection,
+                                             check=_acheck_if_idle, reset=_amark_returned,
                                              open=False, name="memstate-async")
             self._owns_pool = True
         else:
@@ -235,6 +236,16 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
 
     async def status(self) -> dict[str, MirrorStatus]:
         return await self._run(self._op_status())
+
+
+async def _amark_returned(conn: psycopg.AsyncConnection) -> None:
+    conn._memstate_returned = time.monotonic()  # type: ignore[attr-defined]
+
+
+async def _acheck_if_idle(conn: psycopg.AsyncConnection) -> None:
+    """See store._check_if_idle."""
+    if time.monotonic() - getattr(conn, "_memstate_returned", 0.0) > IDLE_CHECK_AFTER:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class AsyncTransaction:
