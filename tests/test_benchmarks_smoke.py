@@ -24,8 +24,6 @@ EXPECTED = {
     "mirror_write",
     "sync",
     "reconcile",
-    "proposal_binary_vectors_commit",
-    "proposal_binary_vectors_search",
 }
 DELEGATED = {"sync", "langgraph_store"}  # other owners' benchmarks: may be absent or broken
 

@@ -17,7 +17,6 @@ WORKLOADS: dict[str, str] = {
     "mixed": "benchmarks.workloads.mixed",
     "sync": "benchmarks.workloads.sync",
     "reconcile": "benchmarks.workloads.reconcile",
-    "proposals": "benchmarks.workloads.proposals",
     "delegated": "benchmarks.workloads.delegated",
 }
 

@@ -10,29 +10,21 @@ large dataset (both vector kinds) we measure the plans a user could get:
   * raw SQL, HNSW + ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8): full recall,
     but it walks many tuples when the filter is selective;
   * raw SQL, pre-filter: candidates from the GIN index in a MATERIALIZED CTE, exact sort;
-  * `MemoryStore.search(filters=…)` as shipped (memstate.search: iterative HNSW scan);
-  * the same call routed to the prototype in proto_search.sql (probe the candidate count;
-    exact pre-filtered path under a cap, iterative HNSW above it), proposed for
-    sql/functions.sql.
+  * `MemoryStore.search(filters=…)` (memstate.search: GIN-collected candidates under the
+    `search_exact_max` cap sorted exactly, the iterative HNSW scan above it).
 Recall is tie-aware against exact search over the facts that match the filter.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
-
-import psycopg
+from contextlib import ExitStack
 
 from benchmarks import data
 from benchmarks.context import BenchContext
 from benchmarks.harness import BenchResult
 from benchmarks.peers.raw_pg import RawSearch
 from benchmarks.workloads.search import Entry, K, ids_of, measure_many, store_for
-
-PROTO_SQL = Path(__file__).with_name("proto_search.sql")
 
 PREFILTER_SQL = (
     "WITH c AS MATERIALIZED (SELECT fact_id, payload, content, {expr} AS distance FROM memstate.facts "
@@ -44,31 +36,6 @@ PREFILTER_SQL = (
 def run(ctx: BenchContext) -> list[BenchResult]:
     size = ctx.sizes.large or ctx.sizes.small
     return [run_one(ctx, kind, size) for kind in ("hashing", "random")]
-
-
-def install_proto(dsn: str) -> None:
-    """Create bench_proto.search (proto_search.sql) in the benchmark database."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(PROTO_SQL.read_text())
-
-
-@contextmanager
-def proto_search() -> Iterator[None]:
-    """Route the store's named query "search" to bench_proto.search meanwhile."""
-    import memstate_pg.core as core
-    from memstate_pg import queries
-
-    real_get = queries.get
-    patched = real_get("search").replace("memstate.search(", "bench_proto.search(")
-
-    def get(name: str) -> str:
-        return patched if name == "search" else real_get(name)
-
-    core.Q = get
-    try:
-        yield
-    finally:
-        core.Q = real_get
 
 
 def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
@@ -141,8 +108,6 @@ def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
             )
         )
         mem = stack.enter_context(store_for(dsn, ds))
-        mem_proto = stack.enter_context(store_for(dsn, ds))
-        install_proto(dsn)
 
         def shipped(i: int) -> list[str]:
             return ids_of(
@@ -151,30 +116,9 @@ def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:
                 )
             )
 
-        def proposed(i: int) -> list[str]:
-            with proto_search():
-                return ids_of(
-                    mem_proto.search(
-                        qvecs[i].tolist(),
-                        k=K,
-                        namespace=ds.namespace,
-                        filters={"bucket": buckets[i]},
-                    )
-                )
-
-        entries += [
-            Entry("MemoryStore.search(filters=…) as shipped", shipped),
-            Entry(
-                "MemoryStore.search(filters=…) with proposed memstate.search",
-                proposed,
-                note="prototype: benchmarks/workloads/proto_search.sql",
-            ),
-        ]
+        entries += [Entry("MemoryStore.search(filters=…) as shipped", shipped)]
         measure_many(ctx, res, ds, qvecs, entries, masks)
-    for label in (
-        "MemoryStore.search(filters=…) as shipped",
-        "MemoryStore.search(filters=…) with proposed memstate.search",
-    ):
+    for label in ("MemoryStore.search(filters=…) as shipped",):
         s = res.series_by(label)
         if s:
             p50, rec = s.summary()["median"], s.extra["recall_tie"]
