@@ -124,3 +124,9 @@ def mem(dsn: str) -> Iterator[MemoryStore]:
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def store(mem: MemoryStore) -> MemoryStore:
+    """The sync tests' name for `mem` (test modules with a `store` of their own override it)."""
+    return mem

@@ -22,7 +22,6 @@ from memstate_pg.mirrors import (
     QdrantMirror,
 )
 from memstate_pg.sync import SyncWorker
-from tests.helpers import register_test_types
 from tests.sync_procs import (
     RecordingMirror,
     SyncStore,
@@ -34,14 +33,6 @@ from tests.sync_procs import (
     wait_for,
     writer_ops,
 )
-
-
-@pytest.fixture
-def store(dsn: str) -> Iterator[SyncStore]:
-    s = SyncStore(dsn, max_size=4)
-    register_test_types(s)
-    yield s
-    s.close()
 
 
 def make(kind: str, tmp_path) -> Mirror:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,9 @@ from memstate_pg.cli_sync import main
 from memstate_pg.mirrors import ChromaMirror, FlakyMirror, InMemoryMirror, QdrantMirror
 from memstate_pg.sync import SyncWorker
 from tests.chroma_server import ChromaServer
-from tests.helpers import register_test_types
 from tests.sync_procs import SyncStore, drift, no_drift, outbox_rows, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def store(dsn: str) -> Iterator[SyncStore]:
-    s = SyncStore(dsn, max_size=4)
-    register_test_types(s)
-    yield s
-    s.close()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

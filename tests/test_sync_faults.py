@@ -25,7 +25,6 @@ from memstate_pg import Fact
 from memstate_pg.mirrors import ChromaMirror
 from memstate_pg.sync import SyncWorker
 from tests.chroma_server import ChromaServer
-from tests.helpers import register_test_types
 from tests.sync_procs import (
     SyncStore,
     drift,
@@ -39,14 +38,6 @@ from tests.sync_procs import (
     wait_for,
     writer_ops,
 )
-
-
-@pytest.fixture
-def store(dsn: str) -> Iterator[SyncStore]:
-    s = SyncStore(dsn, max_size=4)
-    register_test_types(s)
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -13,18 +13,9 @@ from memstate_pg import Fact
 from memstate_pg.mirrors import ChromaMirror, Mirror, QdrantMirror
 from memstate_pg.sync import SyncWorker
 from tests.chroma_server import ChromaServer
-from tests.helpers import register_test_types
 from tests.sync_procs import SyncStore, drift, no_drift, outbox_rows
 
 KINDS = ["chroma-embedded", "chroma-server", "qdrant-memory"]
-
-
-@pytest.fixture
-def store(dsn: str) -> Iterator[SyncStore]:
-    s = SyncStore(dsn, max_size=4)
-    register_test_types(s)
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ share one database without seeing each other.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,16 +21,7 @@ from memstate_pg import ConflictError, Fact, NotFound
 from memstate_pg.mirrors import ChromaMirror, FlakyMirror, InMemoryMirror, Mirror, QdrantMirror
 from memstate_pg.mirrors.chroma import ephemeral_client
 from memstate_pg.sync import SyncWorker
-from tests.helpers import register_test_types
 from tests.sync_procs import SyncStore, drift, no_drift
-
-
-@pytest.fixture
-def store(dsn: str) -> Iterator[SyncStore]:
-    s = SyncStore(dsn, max_size=4)
-    register_test_types(s)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import psycopg
 import pytest
@@ -14,7 +14,6 @@ import pytest
 from memstate_pg import Fact, MirrorError, NotFound, ValidationFailed
 from memstate_pg.mirrors import FlakyMirror, InMemoryMirror, MirrorRecord
 from memstate_pg.sync import SyncWorker
-from tests.helpers import register_test_types
 from tests.sync_procs import (
     RecordingMirror,
     SyncStore,
@@ -27,14 +26,6 @@ from tests.sync_procs import (
     wait_for,
     writer_ops,
 )
-
-
-@pytest.fixture
-def store(dsn: str) -> Iterator[SyncStore]:
-    s = SyncStore(dsn, max_size=4)
-    register_test_types(s)
-    yield s
-    s.close()
 
 
 def note(text: str, **extra) -> Fact:
