@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from . import migrations
-from .core import Begin, Embed, ExecMany, Op, StoreCore, translate
+from .core import Begin, Embed, ExecMany, Op, StoreCore, TransactionBase, translate
 from .embedders import Embedder, aembed
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
 from .store import IDLE_CHECK_AFTER, _connection_kwargs
@@ -248,27 +248,15 @@ async def _acheck_if_idle(conn: psycopg.AsyncConnection) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-class AsyncTransaction:
+class AsyncTransaction(TransactionBase):
     """One open commit of an AsyncMemoryStore (see store.Transaction)."""
 
-    def __init__(self, store: AsyncMemoryStore, conn: psycopg.AsyncConnection, namespace: str,
-                 opened: dict[str, Any], session_id: str | None) -> None:
-        self._store = store
-        self._conn = conn
-        self.namespace = namespace
-        self.session_id = session_id
-        self.seq: int = opened["seq"]
-        self.replayed: bool = opened["replayed"]
-        self._replay = [UUID(x) for x in (opened["result"] or [])]
-
-    @property
-    def connection(self) -> psycopg.AsyncConnection:
-        return self._conn
+    _conn: psycopg.AsyncConnection
 
     async def commit(self, fact: Fact, *, session_id: str | None = None,
                      expected_version: int | None = None) -> UUID:
         if self.replayed:
-            return self._replay.pop(0) if self._replay else None
+            return self._replayed()
         return await self._store._run(self._store._op_commit(
             fact, namespace=self.namespace, session_id=session_id or self.session_id,
             expected_version=expected_version), self._conn)
@@ -276,14 +264,14 @@ class AsyncTransaction:
     async def update(self, fact_id: UUID | str, changes: dict[str, Any], *,
                      expected_version: int | None = None) -> int:
         if self.replayed:
-            self._replay[:1] = []
+            self._replayed()
             return 0
         return await self._store._run(self._store._op_update(fact_id, changes, expected_version=expected_version),
                                       self._conn)
 
     async def delete(self, fact_id: UUID | str, *, expected_version: int | None = None) -> int:
         if self.replayed:
-            self._replay[:1] = []
+            self._replayed()
             return self.seq
         return await self._store._run(self._store._op_delete(fact_id, expected_version=expected_version),
                                       self._conn)

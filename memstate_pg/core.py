@@ -517,6 +517,29 @@ def _meta(*, session_id: Any = None, actor: Any = None, reason: Any = None) -> N
         check_name("reason", reason, limit=2000)
 
 
+class TransactionBase:
+    """What a sync and an async transaction share: one open commit (seq) and, when its
+    idempotency key was used before, the earlier results handed back in order."""
+
+    def __init__(self, store: Any, conn: Any, namespace: str, opened: dict[str, Any],
+                 session_id: str | None) -> None:
+        self._store = store
+        self._conn = conn
+        self.namespace = namespace
+        self.session_id = session_id
+        self.seq: int = opened["seq"]
+        self.replayed: bool = opened["replayed"]
+        self._replay = [UUID(x) for x in (opened["result"] or [])]
+
+    @property
+    def connection(self) -> Any:
+        """The connection of this transaction, for your own SQL in the same commit."""
+        return self._conn
+
+    def _replayed(self) -> Any:
+        return self._replay.pop(0) if self._replay else None
+
+
 def _uuid(value: Any) -> UUID:
     if isinstance(value, UUID):
         return value

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from . import migrations
-from .core import Begin, Embed, Exec, ExecMany, Op, StoreCore, translate
+from .core import Begin, Embed, Exec, ExecMany, Op, StoreCore, TransactionBase, translate
 from .embedders import Embedder
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
 from .sync.mirrors_api import MirrorsMixin
@@ -294,26 +294,11 @@ def _connection_kwargs(ef_search: int | None) -> dict[str, Any]:
     return kwargs
 
 
-class Transaction:
-    """One open commit: every change made through it shares one commit seq."""
+class Transaction(TransactionBase):
+    """One open commit: every change made through it shares one commit seq;
+    `connection` runs your own SQL in the same Postgres transaction."""
 
-    def __init__(self, store: MemoryStore, conn: psycopg.Connection, namespace: str, opened: dict[str, Any],
-                 session_id: str | None) -> None:
-        self._store = store
-        self._conn = conn
-        self.namespace = namespace
-        self.session_id = session_id
-        self.seq: int = opened["seq"]
-        self.replayed: bool = opened["replayed"]
-        self._replay = [UUID(x) for x in (opened["result"] or [])]
-
-    @property
-    def connection(self) -> psycopg.Connection:
-        """The connection of this transaction, for your own SQL in the same commit."""
-        return self._conn
-
-    def _replayed(self) -> Any:
-        return self._replay.pop(0) if self._replay else None
+    _conn: psycopg.Connection
 
     def commit(self, fact: Fact, *, session_id: str | None = None, expected_version: int | None = None) -> UUID:
         if self.replayed:
