@@ -760,6 +760,16 @@ DO $$ BEGIN
     END IF;
 END $$;
 
+-- The cosine-distance expression of memstate.register_model's partial HNSW index for a
+-- model of `p_dim` dimensions (so a query written with it can use the index), comparing
+-- f.embedding with the query parameter `p_param` (e.g. '$1'). No index: exact distance.
+CREATE OR REPLACE FUNCTION memstate._distance_sql(p_dim int, p_index text, p_param text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_index IS NULL THEN format('f.embedding <=> %s', p_param)
+                WHEN p_dim <= 2000 THEN format('f.embedding::vector(%1$s) <=> %2$s::vector(%1$s)', p_dim, p_param)
+                ELSE format('f.embedding::halfvec(%1$s) <=> %2$s::halfvec(%1$s)', p_dim, p_param) END
+$$;
+
 -- Nearest facts by cosine similarity (1 = same direction; higher is better), compared only
 -- with vectors of the query's model (given, or the one registered model of that dimension).
 -- Filters go into the same SQL: namespace, payload containment (@>), type, session.
@@ -821,9 +831,7 @@ BEGIN
         PERFORM memstate._fail('MSV01', format('query has %s dimensions, model %L has %s',
                                                vector_dims(p_query), v_model, v_dim));
     END IF;
-    v_expr := CASE WHEN v_index IS NULL THEN 'f.embedding <=> $1'
-                   WHEN v_dim <= 2000 THEN format('f.embedding::vector(%s) <=> $1::vector(%s)', v_dim, v_dim)
-                   ELSE format('f.embedding::halfvec(%s) <=> $1::halfvec(%s)', v_dim, v_dim) END;
+    v_expr := memstate._distance_sql(v_dim, v_index, '$1');
     v_where := format('f.embedding_model = %L AND f.namespace = $2 %s %s %s', v_model,
         CASE WHEN p_filter IS NOT NULL THEN 'AND f.payload @> $3' ELSE '' END,
         CASE WHEN p_type IS NOT NULL THEN 'AND f.type = $4' ELSE '' END,

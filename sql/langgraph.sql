@@ -334,9 +334,7 @@ BEGIN
                                                    vector_dims(p_query), p_model, v_dim));
         END IF;
         -- the expression of memstate.register_model's partial HNSW index, so it is used
-        v_dist := CASE WHEN v_index IS NULL THEN 'f.embedding <=> $6'
-                       WHEN v_dim <= 2000 THEN format('f.embedding::vector(%s) <=> $6::vector(%s)', v_dim, v_dim)
-                       ELSE format('f.embedding::halfvec(%s) <=> $6::halfvec(%s)', v_dim, v_dim) END;
+        v_dist := memstate._distance_sql(v_dim, v_index, '$6');
         v_hits := format(
             'SELECT s.fact_id, s.payload, s.created_at, s.updated_at, 1 - s.distance AS score FROM ('
             '  SELECT f.fact_id, f.payload, f.created_at, f.updated_at, %1$s AS distance '
