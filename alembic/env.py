@@ -25,7 +25,9 @@ LOCK_KEY = 0x6D656D7374617465  # "memstate"
 def _engine_from_dsn(dsn: str):
     import psycopg
 
-    return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool)
+    return create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool
+    )
 
 
 def _run(connection) -> None:
@@ -76,5 +78,7 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline mode is not supported: apply sql/schema.sql and sql/functions.sql with psql")
+    raise SystemExit(
+        "offline mode is not supported: apply sql/schema.sql and sql/functions.sql with psql"
+    )
 run_migrations_online()

@@ -31,7 +31,9 @@ def bench_database(name: str):
         tmp = tempfile.mkdtemp(prefix="memstate-bench-")
         admin = embedded.start(tmp)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     params = conninfo_to_dict(admin)
     params["dbname"] = name
@@ -39,7 +41,9 @@ def bench_database(name: str):
         yield make_conninfo(**params)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         if tmp:
             from memstate_pg import embedded
 
@@ -49,7 +53,9 @@ def bench_database(name: str):
 def server_versions(dsn: str) -> dict[str, str]:
     with psycopg.connect(dsn) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
-        vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        vec = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()
     return {"postgresql": pg, "pgvector": vec[0] if vec else "?"}
 
 
@@ -63,15 +69,28 @@ def timed(fn: Callable[[], int]) -> float:
 def summary(values: Sequence[float]) -> dict[str, float]:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median": statistics.median(ordered), "p95": p95, "min": ordered[0], "max": ordered[-1],
-            "runs": len(ordered)}
+    return {
+        "median": statistics.median(ordered),
+        "p95": p95,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "runs": len(ordered),
+    }
 
 
-def rate_table(title: str, rows: list[tuple[str, dict[str, float], float | None]], unit: str) -> Table:
+def rate_table(
+    title: str, rows: list[tuple[str, dict[str, float], float | None]], unit: str
+) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("", f"median {unit}", "min", "max", "runs", "ratio to baseline"):
         table.add_column(col, justify="right" if col else "left")
     for label, s, ratio in rows:
-        table.add_row(label, f"{s['median']:,.0f}", f"{s['min']:,.0f}", f"{s['max']:,.0f}", str(s["runs"]),
-                      "baseline" if ratio is None else f"{ratio:.2f}x")
+        table.add_row(
+            label,
+            f"{s['median']:,.0f}",
+            f"{s['min']:,.0f}",
+            f"{s['max']:,.0f}",
+            str(s["runs"]),
+            "baseline" if ratio is None else f"{ratio:.2f}x",
+        )
     return table

@@ -37,12 +37,18 @@ def main(argv=None) -> list[dict]:
     from chromadb.config import Settings
 
     logging.getLogger("memstate_pg.sync").setLevel(logging.ERROR)
-    embedded = chromadb.PersistentClient(path=tempfile.mkdtemp(prefix="bench-chroma-"),
-                                         settings=Settings(anonymized_telemetry=False))
+    embedded = chromadb.PersistentClient(
+        path=tempfile.mkdtemp(prefix="bench-chroma-"), settings=Settings(anonymized_telemetry=False)
+    )
     mirrors = {
-        "Chroma embedded": lambda: (ChromaMirror(embedded, collection=f"c-{uuid.uuid4().hex[:8]}"), None),
-        "Qdrant local": lambda: (QdrantMirror.from_location(":memory:", collection=f"q-{uuid.uuid4().hex[:8]}"),
-                                 None),
+        "Chroma embedded": lambda: (
+            ChromaMirror(embedded, collection=f"c-{uuid.uuid4().hex[:8]}"),
+            None,
+        ),
+        "Qdrant local": lambda: (
+            QdrantMirror.from_location(":memory:", collection=f"q-{uuid.uuid4().hex[:8]}"),
+            None,
+        ),
     }
     server = None
     if not args.no_server:
@@ -53,30 +59,60 @@ def main(argv=None) -> list[dict]:
 
         def chroma_server():
             col = f"s-{uuid.uuid4().hex[:8]}"
-            return ChromaMirror.from_url(server.url, collection=col), f"bench=chroma:{server.url}?collection={col}"
+            return ChromaMirror.from_url(
+                server.url, collection=col
+            ), f"bench=chroma:{server.url}?collection={col}"
 
         mirrors["Chroma server"] = chroma_server
     try:
         with bench_database("memstate_bench_consistency") as dsn:
             migrations.upgrade(dsn)
-            rows = run_all(dsn, mirrors, n=args.n, updates=args.updates, deletes=args.deletes,
-                           progress=lambda m: console.log(m))
+            rows = run_all(
+                dsn,
+                mirrors,
+                n=args.n,
+                updates=args.updates,
+                deletes=args.deletes,
+                progress=lambda m: console.log(m),
+            )
     finally:
         if server:
             server.stop()
-    console.print(outcome_table(rows, f"drift: {args.n} creates, {args.updates} updates, {args.deletes} deletes; "
-                                      "naive after the run, memstate-pg after drain()"))
+    console.print(
+        outcome_table(
+            rows,
+            f"drift: {args.n} creates, {args.updates} updates, {args.deletes} deletes; "
+            "naive after the run, memstate-pg after drain()",
+        )
+    )
     for r in rows:
         extra = r["memstate"].extra
         if "sessions_killed" in extra or "processes_killed" in extra:
-            console.print(f"{r['mirror']}, {r['scenario']}: worker database sessions terminated "
-                          f"{extra.get('sessions_killed', 0)} times, worker processes SIGKILLed "
-                          f"{extra.get('processes_killed', 0)} times")
-    bad = [r for r in rows if r["memstate"].drift or r["memstate"].lost_writes or r["memstate"].converge_seconds is None]
-    console.print("memstate-pg: 0 missing, 0 stale, 0 ghosts, 0 lost writes in every row" if not bad
-                  else f"[red]memstate-pg drifted in {len(bad)} row(s)")
-    result = [{"mirror": r["mirror"], "scenario": r["scenario"],
-               **{k: vars(r[k]) for k in ("naive", "memstate")}} for r in rows]
+            console.print(
+                f"{r['mirror']}, {r['scenario']}: worker database sessions terminated "
+                f"{extra.get('sessions_killed', 0)} times, worker processes SIGKILLed "
+                f"{extra.get('processes_killed', 0)} times"
+            )
+    bad = [
+        r
+        for r in rows
+        if r["memstate"].drift
+        or r["memstate"].lost_writes
+        or r["memstate"].converge_seconds is None
+    ]
+    console.print(
+        "memstate-pg: 0 missing, 0 stale, 0 ghosts, 0 lost writes in every row"
+        if not bad
+        else f"[red]memstate-pg drifted in {len(bad)} row(s)"
+    )
+    result = [
+        {
+            "mirror": r["mirror"],
+            "scenario": r["scenario"],
+            **{k: vars(r[k]) for k in ("naive", "memstate")},
+        }
+        for r in rows
+    ]
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2, default=str)

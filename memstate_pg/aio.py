@@ -34,9 +34,17 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
     close with `await store.close()` or `async with`.
     """
 
-    def __init__(self, dsn_or_pool: str | AsyncConnectionPool, *, embedder: Embedder | None = None,
-                 namespace: str | None = None, min_size: int = 1, max_size: int = 10,
-                 ef_search: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        dsn_or_pool: str | AsyncConnectionPool,
+        *,
+        embedder: Embedder | None = None,
+        namespace: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        ef_search: int | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(embedder=embedder, namespace=namespace, **options)
         if isinstance(dsn_or_pool, AsyncConnectionPool):
             self._pool = dsn_or_pool
@@ -44,20 +52,30 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
             self.dsn = dsn_or_pool.conninfo
         elif isinstance(dsn_or_pool, str):
             self.dsn = dsn_or_pool
-            self._pool = AsyncConnectionPool(dsn_or_pool, min_size=min_size, max_size=max_size,
-                                             kwargs=_connection_kwargs(ef_search),
-                                             configure=self._configure_connection,
-                                             check=_acheck_if_idle, reset=_amark_returned,
-                                             open=False, name="memstate-async")
+            self._pool = AsyncConnectionPool(
+                dsn_or_pool,
+                min_size=min_size,
+                max_size=max_size,
+                kwargs=_connection_kwargs(ef_search),
+                configure=self._configure_connection,
+                check=_acheck_if_idle,
+                reset=_amark_returned,
+                open=False,
+                name="memstate-async",
+            )
             self._owns_pool = True
         else:
-            raise TypeError("AsyncMemoryStore takes a DSN string or a psycopg_pool.AsyncConnectionPool")
+            raise TypeError(
+                "AsyncMemoryStore takes a DSN string or a psycopg_pool.AsyncConnectionPool"
+            )
 
     async def _configure_connection(self, conn: psycopg.AsyncConnection) -> None:
         """Pool hook: binary vectors, and the bound namespace (see MemoryStore)."""
         await aconfigure_connection(conn)
         if self.namespace is not None:
-            await conn.execute("SELECT set_config('memstate.namespace', %s, false)", [self.namespace])
+            await conn.execute(
+                "SELECT set_config('memstate.namespace', %s, false)", [self.namespace]
+            )
 
     @classmethod
     async def open(cls, dsn_or_pool: str | AsyncConnectionPool, **kwargs: Any) -> AsyncMemoryStore:
@@ -66,8 +84,14 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         return store
 
     @classmethod
-    async def embedded(cls, path: str | None = None, *, database: str = "memstate", migrate: bool = True,
-                       **kwargs: Any) -> AsyncMemoryStore:
+    async def embedded(
+        cls,
+        path: str | None = None,
+        *,
+        database: str = "memstate",
+        migrate: bool = True,
+        **kwargs: Any,
+    ) -> AsyncMemoryStore:
         import asyncio
 
         from . import embedded
@@ -125,7 +149,9 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                                     await stack.enter_async_context(c.transaction())
                                     in_tx = True
                                 result = None
-                            elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
+                            elif getattr(request, "autonomous", False) and (
+                                conn is not None or in_tx
+                            ):
                                 async with self._pool.connection() as own:
                                     result = await _execute(own, request)
                             else:
@@ -140,42 +166,119 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                 raise
             raise err from exc
 
-    async def register_schema(self, type: str, model: Any = None, *, constraint: Constraint | None = None,
-                              text_field: str | None = None) -> None:
+    async def register_schema(
+        self,
+        type: str,
+        model: Any = None,
+        *,
+        constraint: Constraint | None = None,
+        text_field: str | None = None,
+    ) -> None:
         await self._run(self._op_register_schema(type, model, constraint, text_field))
 
-    async def commit(self, fact: Fact, *, namespace: str | None = None, session_id: str | None = None,
-                     actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
-                     expected_version: int | None = None, conn: psycopg.AsyncConnection | None = None) -> UUID:
-        return await self._run(self._op_commit(fact, namespace=namespace, session_id=session_id, actor=actor,
-                                               reason=reason, idempotency_key=idempotency_key,
-                                               expected_version=expected_version), conn)
+    async def commit(
+        self,
+        fact: Fact,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> UUID:
+        return await self._run(
+            self._op_commit(
+                fact,
+                namespace=namespace,
+                session_id=session_id,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                expected_version=expected_version,
+            ),
+            conn,
+        )
 
-    async def commit_many(self, facts: Sequence[Fact], *, namespace: str | None = None,
-                          session_id: str | None = None, actor: str | None = None, reason: str | None = None,
-                          idempotency_key: str | None = None,
-                          conn: psycopg.AsyncConnection | None = None) -> list[UUID]:
-        return await self._run(self._op_commit_many(facts, namespace=namespace, session_id=session_id,
-                                                    actor=actor, reason=reason,
-                                                    idempotency_key=idempotency_key), conn)
+    async def commit_many(
+        self,
+        facts: Sequence[Fact],
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> list[UUID]:
+        return await self._run(
+            self._op_commit_many(
+                facts,
+                namespace=namespace,
+                session_id=session_id,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            conn,
+        )
 
-    async def update(self, fact_id: UUID | str, changes: dict[str, Any], *, expected_version: int | None = None,
-                     actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
-                     conn: psycopg.AsyncConnection | None = None) -> int:
-        return await self._run(self._op_update(fact_id, changes, expected_version=expected_version, actor=actor,
-                                               reason=reason, idempotency_key=idempotency_key), conn)
+    async def update(
+        self,
+        fact_id: UUID | str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> int:
+        return await self._run(
+            self._op_update(
+                fact_id,
+                changes,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            conn,
+        )
 
-    async def delete(self, fact_id: UUID | str, *, expected_version: int | None = None, actor: str | None = None,
-                     reason: str | None = None, idempotency_key: str | None = None,
-                     conn: psycopg.AsyncConnection | None = None) -> int:
-        return await self._run(self._op_delete(fact_id, expected_version=expected_version, actor=actor,
-                                               reason=reason, idempotency_key=idempotency_key), conn)
+    async def delete(
+        self,
+        fact_id: UUID | str,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> int:
+        return await self._run(
+            self._op_delete(
+                fact_id,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            conn,
+        )
 
     @contextlib.asynccontextmanager
-    async def transaction(self, namespace: str | None = None, *, session_id: str | None = None,
-                          actor: str | None = None, reason: str | None = None,
-                          idempotency_key: str | None = None,
-                          conn: psycopg.AsyncConnection | None = None) -> AsyncIterator[AsyncTransaction]:
+    async def transaction(
+        self,
+        namespace: str | None = None,
+        *,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.AsyncConnection | None = None,
+    ) -> AsyncIterator[AsyncTransaction]:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if conn is None:
@@ -183,7 +286,9 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                     conn = await stack.enter_async_context(self._pool.connection())
                 await stack.enter_async_context(conn.transaction())
                 ns, row = await self._run(
-                    self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), conn)
+                    self._op_open_commit(namespace, session_id, actor, reason, idempotency_key),
+                    conn,
+                )
                 yield AsyncTransaction(self, conn, ns, row, session_id)
         except psycopg.Error as exc:  # e.g. raised by COMMIT as the block closes
             err = translate(exc)
@@ -191,47 +296,99 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                 raise
             raise err from exc
 
-    async def rollback(self, steps: int = 1, *, namespace: str | None = None, session_id: str | None = None,
-                       actor: str | None = None, reason: str | None = None) -> int:
-        return await self._run(self._op_rollback(steps, namespace=namespace, session_id=session_id, actor=actor,
-                                                 reason=reason))
+    async def rollback(
+        self,
+        steps: int = 1,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        return await self._run(
+            self._op_rollback(
+                steps, namespace=namespace, session_id=session_id, actor=actor, reason=reason
+            )
+        )
 
     async def revert(self, seq: int, *, actor: str | None = None, reason: str | None = None) -> int:
         return await self._run(self._op_revert(seq, actor=actor, reason=reason))
 
-    async def promote_session(self, session_id: str, *, namespace: str | None = None, actor: str | None = None,
-                              reason: str | None = None) -> int | None:
-        return await self._run(self._op_session("promote_session", session_id, namespace=namespace, actor=actor,
-                                                reason=reason))
+    async def promote_session(
+        self,
+        session_id: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int | None:
+        return await self._run(
+            self._op_session(
+                "promote_session", session_id, namespace=namespace, actor=actor, reason=reason
+            )
+        )
 
-    async def discard_session(self, session_id: str, *, namespace: str | None = None, actor: str | None = None,
-                              reason: str | None = None) -> int | None:
-        return await self._run(self._op_session("discard_session", session_id, namespace=namespace, actor=actor,
-                                                reason=reason))
+    async def discard_session(
+        self,
+        session_id: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int | None:
+        return await self._run(
+            self._op_session(
+                "discard_session", session_id, namespace=namespace, actor=actor, reason=reason
+            )
+        )
 
     async def get(self, fact_id: UUID | str) -> Fact | None:
         return await self._run(self._op_get(fact_id))
 
-    async def query(self, type: str | None = None, filters: dict[str, Any] | None = None, *,
-                    namespace: str | None = None, session_id: str | None = None,
-                    limit: int | None = None) -> list[Fact]:
-        return await self._run(self._op_query(type, filters, namespace=namespace, session_id=session_id,
-                                              limit=limit))
+    async def query(
+        self,
+        type: str | None = None,
+        filters: dict[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Fact]:
+        return await self._run(
+            self._op_query(type, filters, namespace=namespace, session_id=session_id, limit=limit)
+        )
 
-    async def search(self, query: str | Sequence[float], k: int = 5, *, namespace: str | None = None,
-                     type: str | None = None, filters: dict[str, Any] | None = None,
-                     session_id: str | None = None) -> list[Hit]:
-        return await self._run(self._op_search(query, k, namespace=namespace, type=type, filters=filters,
-                                               session_id=session_id))
+    async def search(
+        self,
+        query: str | Sequence[float],
+        k: int = 5,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        filters: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> list[Hit]:
+        return await self._run(
+            self._op_search(
+                query, k, namespace=namespace, type=type, filters=filters, session_id=session_id
+            )
+        )
 
-    async def history(self, fid: UUID | str | None = None, *, namespace: str | None = None,
-                      limit: int | None = None) -> list[FactVersion]:
+    async def history(
+        self,
+        fid: UUID | str | None = None,
+        *,
+        namespace: str | None = None,
+        limit: int | None = None,
+    ) -> list[FactVersion]:
         return await self._run(self._op_history(fid, namespace=namespace, limit=limit))
 
     async def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
         return await self._run(self._op_as_of(point, namespace=namespace))
 
-    async def commits(self, *, namespace: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def commits(
+        self, *, namespace: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         return await self._run(self._op_commits(namespace=namespace, limit=limit))
 
     async def status(self) -> dict[str, MirrorStatus]:
@@ -253,28 +410,38 @@ class AsyncTransaction(TransactionBase):
 
     _conn: psycopg.AsyncConnection
 
-    async def commit(self, fact: Fact, *, session_id: str | None = None,
-                     expected_version: int | None = None) -> UUID:
+    async def commit(
+        self, fact: Fact, *, session_id: str | None = None, expected_version: int | None = None
+    ) -> UUID:
         if self.replayed:
             return self._replayed()
-        return await self._store._run(self._store._op_commit(
-            fact, namespace=self.namespace, session_id=session_id or self.session_id,
-            expected_version=expected_version), self._conn)
+        return await self._store._run(
+            self._store._op_commit(
+                fact,
+                namespace=self.namespace,
+                session_id=session_id or self.session_id,
+                expected_version=expected_version,
+            ),
+            self._conn,
+        )
 
-    async def update(self, fact_id: UUID | str, changes: dict[str, Any], *,
-                     expected_version: int | None = None) -> int:
+    async def update(
+        self, fact_id: UUID | str, changes: dict[str, Any], *, expected_version: int | None = None
+    ) -> int:
         if self.replayed:
             self._replayed()
             return 0
-        return await self._store._run(self._store._op_update(fact_id, changes, expected_version=expected_version),
-                                      self._conn)
+        return await self._store._run(
+            self._store._op_update(fact_id, changes, expected_version=expected_version), self._conn
+        )
 
     async def delete(self, fact_id: UUID | str, *, expected_version: int | None = None) -> int:
         if self.replayed:
             self._replayed()
             return self.seq
-        return await self._store._run(self._store._op_delete(fact_id, expected_version=expected_version),
-                                      self._conn)
+        return await self._store._run(
+            self._store._op_delete(fact_id, expected_version=expected_version), self._conn
+        )
 
 
 async def _execute(conn: psycopg.AsyncConnection, request: Any) -> Any:

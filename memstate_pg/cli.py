@@ -26,8 +26,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             from . import security
 
             security.enable_rls(store.dsn)
-        Console().print(f"memstate schema at revision [bold]{migrations.current(store.dsn)}[/bold]"
-                        + (", row level security on" if args.rls else ""))
+        Console().print(
+            f"memstate schema at revision [bold]{migrations.current(store.dsn)}[/bold]"
+            + (", row level security on" if args.rls else "")
+        )
     finally:
         store.close()
     return 0
@@ -43,8 +45,16 @@ def cmd_history(args: argparse.Namespace) -> int:
     for col in ("commit", "fact", "version", "op", "kind", "actor", "reason", "payload"):
         table.add_column(col)
     for v in versions:
-        table.add_row(str(v.seq), str(v.fact_id)[:8], str(v.version), v.op, v.kind, v.actor or "", v.reason or "",
-                      str(v.payload))
+        table.add_row(
+            str(v.seq),
+            str(v.fact_id)[:8],
+            str(v.version),
+            v.op,
+            v.kind,
+            v.actor or "",
+            v.reason or "",
+            str(v.payload),
+        )
     Console().print(table)
     return 0
 
@@ -56,9 +66,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             seq = store.revert(args.revert, actor="cli", reason=args.reason)
             Console().print(f"reverted commit {args.revert} as commit [bold]{seq}[/bold]")
         else:
-            seq = store.rollback(args.steps, namespace=args.namespace, session_id=args.session, actor="cli",
-                                 reason=args.reason)
-            Console().print(f"rolled back {args.steps} commit(s) of {args.namespace!r} as commit [bold]{seq}[/bold]")
+            seq = store.rollback(
+                args.steps,
+                namespace=args.namespace,
+                session_id=args.session,
+                actor="cli",
+                reason=args.reason,
+            )
+            Console().print(
+                f"rolled back {args.steps} commit(s) of {args.namespace!r} as commit [bold]{seq}[/bold]"
+            )
     finally:
         store.close()
     return 0
@@ -97,8 +114,11 @@ def _reset(dsn: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memstate-pg", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="memstate-pg",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run the demo story on the embedded server (or --dsn)")
@@ -108,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="create or upgrade schema memstate (idempotent)")
     cli_common.add_dsn_argument(p)
-    p.add_argument("--rls", action="store_true",
-                   help="also turn on row level security by namespace (see SECURITY.md)")
+    p.add_argument(
+        "--rls",
+        action="store_true",
+        help="also turn on row level security by namespace (see SECURITY.md)",
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("history", help="versions of a fact, or of a namespace")
@@ -124,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("steps", nargs="?", type=int, default=1)
     p.add_argument("--namespace", "-n", default="default")
     p.add_argument("--session", default=None)
-    p.add_argument("--revert", type=int, default=None, metavar="SEQ", help="undo this one commit instead")
+    p.add_argument(
+        "--revert", type=int, default=None, metavar="SEQ", help="undo this one commit instead"
+    )
     p.add_argument("--reason", default=None)
     p.set_defaults(func=cmd_rollback)
 

@@ -120,8 +120,14 @@ def compare(expected: dict[str, int], mirror: Mirror) -> tuple[int, int, int, in
 
 
 def _flaky(inner: Mirror, sc: Scenario, seed: int) -> FlakyMirror:
-    return FlakyMirror(inner, fail_before=sc.fail_before, fail_after=sc.fail_after, timeout=sc.timeout,
-                       timeout_seconds=0.02, seed=seed)
+    return FlakyMirror(
+        inner,
+        fail_before=sc.fail_before,
+        fail_after=sc.fail_after,
+        timeout=sc.timeout,
+        timeout_seconds=0.02,
+        seed=seed,
+    )
 
 
 def _down_window(sc: Scenario, i: int, total: int) -> bool:
@@ -131,8 +137,15 @@ def _down_window(sc: Scenario, i: int, total: int) -> bool:
 # --- naive dual write ------------------------------------------------------------------
 
 
-def run_naive(dsn: str, mirror: Mirror, sc: Scenario, ops: list[tuple[str, str, str]], *, seed: int = 1,
-              embedder: HashingEmbedder | None = None) -> Outcome:
+def run_naive(
+    dsn: str,
+    mirror: Mirror,
+    sc: Scenario,
+    ops: list[tuple[str, str, str]],
+    *,
+    seed: int = 1,
+    embedder: HashingEmbedder | None = None,
+) -> Outcome:
     emb = embedder or HashingEmbedder(dim=64)
     flaky = _flaky(mirror, sc, seed)
     rng = random.Random(seed)
@@ -140,25 +153,43 @@ def run_naive(dsn: str, mirror: Mirror, sc: Scenario, ops: list[tuple[str, str, 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA IF NOT EXISTS naive")
         conn.execute("DROP TABLE IF EXISTS naive.facts")
-        conn.execute("CREATE TABLE naive.facts (key text PRIMARY KEY, id uuid NOT NULL, version int NOT NULL,"
-                     " text text NOT NULL)")
+        conn.execute(
+            "CREATE TABLE naive.facts (key text PRIMARY KEY, id uuid NOT NULL, version int NOT NULL,"
+            " text text NOT NULL)"
+        )
         for i, (op, key, text) in enumerate(ops):
             flaky.set_down(_down_window(sc, i, len(ops)))
             if op == "put":
                 row = conn.execute(
                     "INSERT INTO naive.facts AS f (key, id, version, text) VALUES (%s, %s, 1, %s) "
                     "ON CONFLICT (key) DO UPDATE SET version = f.version + 1, text = excluded.text "
-                    "RETURNING id, version", (key, uuid.uuid4(), text)).fetchone()
+                    "RETURNING id, version",
+                    (key, uuid.uuid4(), text),
+                ).fetchone()
             else:
-                row = conn.execute("DELETE FROM naive.facts WHERE key = %s RETURNING id, version", (key,)).fetchone()
+                row = conn.execute(
+                    "DELETE FROM naive.facts WHERE key = %s RETURNING id, version", (key,)
+                ).fetchone()
                 if row is None:
                     continue
             if sc.crash and rng.random() < 0.1:
                 continue  # the process died after COMMIT, before the vector write
             try:
                 if op == "put":
-                    flaky.upsert([MirrorRecord(str(row[0]), row[1], "bench", "item", emb.embed([text])[0],
-                                               emb.model, text, {"key": key})])
+                    flaky.upsert(
+                        [
+                            MirrorRecord(
+                                str(row[0]),
+                                row[1],
+                                "bench",
+                                "item",
+                                emb.embed([text])[0],
+                                emb.model,
+                                text,
+                                {"key": key},
+                            )
+                        ]
+                    )
                 else:
                     flaky.delete([str(row[0])])
             except (MemStateError, TimeoutError, OSError):
@@ -175,7 +206,9 @@ def run_naive(dsn: str, mirror: Mirror, sc: Scenario, ops: list[tuple[str, str, 
 
 
 @contextmanager
-def _session_killer(dsn: str, application_name: str, *, every: float, seed: int) -> Iterator[dict[str, int]]:
+def _session_killer(
+    dsn: str, application_name: str, *, every: float, seed: int
+) -> Iterator[dict[str, int]]:
     """Terminates the worker's database sessions at random instants: its open claim
     transaction dies mid-batch, as if the process had been SIGKILLed."""
     stop = threading.Event()
@@ -185,9 +218,11 @@ def _session_killer(dsn: str, application_name: str, *, every: float, seed: int)
     def loop():
         with psycopg.connect(dsn, autocommit=True) as conn:
             while not stop.wait(rng.uniform(0.3, 1.7) * every):
-                n = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE application_name = %s AND pid <> pg_backend_pid()",
-                                 (application_name,)).fetchone()[0]
+                n = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                    (application_name,),
+                ).fetchone()[0]
                 stats["kills"] += int(bool(n))
 
     thread = threading.Thread(target=loop, daemon=True)
@@ -207,9 +242,17 @@ def _with_app_name(dsn: str, name: str) -> str:
     return make_conninfo(**params)
 
 
-def run_memstate(dsn: str, mirror: Mirror, sc: Scenario, ops: list[tuple[str, str, str]], *, seed: int = 1,
-                 embedder: HashingEmbedder | None = None, mirror_spec: str | None = None,
-                 converge_timeout: float = 120.0) -> Outcome:
+def run_memstate(
+    dsn: str,
+    mirror: Mirror,
+    sc: Scenario,
+    ops: list[tuple[str, str, str]],
+    *,
+    seed: int = 1,
+    embedder: HashingEmbedder | None = None,
+    mirror_spec: str | None = None,
+    converge_timeout: float = 120.0,
+) -> Outcome:
     """`mirror_spec` (NAME=KIND:LOCATION, see memstate_pg.sync.specs): for the crash
     scenario, run the worker as a real `memstate-pg sync` process and SIGKILL it."""
     from .sync import SyncWorker
@@ -224,8 +267,15 @@ def run_memstate(dsn: str, mirror: Mirror, sc: Scenario, ops: list[tuple[str, st
     mem.add_mirror(flaky, name=name, metadata_fields=["key"], namespaces=[ns], backfill=False)
     acked: dict[str, tuple[str, int]] = {}  # key -> (fact id, version) the caller was told
     app = f"memstate-bench-worker-{os.getpid()}"
-    worker = SyncWorker(mem, {name: flaky}, poll_interval=0.2, backoff_base=0.05, backoff_max=0.5,
-                        max_attempts=1000, dsn=_with_app_name(dsn, app))
+    worker = SyncWorker(
+        mem,
+        {name: flaky},
+        poll_interval=0.2,
+        backoff_base=0.05,
+        backoff_max=0.5,
+        max_attempts=1000,
+        dsn=_with_app_name(dsn, app),
+    )
     stop = threading.Event()
     proc_kill = sc.crash and mirror_spec is not None
     thread = None
@@ -241,7 +291,9 @@ def run_memstate(dsn: str, mirror: Mirror, sc: Scenario, ops: list[tuple[str, st
             if procs:
                 procs.tick(i)
             if op == "put":
-                fid = mem.commit(Fact(type="item", payload={"key": key, "text": text}), namespace=ns)
+                fid = mem.commit(
+                    Fact(type="item", payload={"key": key, "text": text}), namespace=ns
+                )
                 acked[key] = (str(fid), 0)
             elif key in acked:
                 try:
@@ -290,9 +342,22 @@ class _ProcessKiller:
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "memstate_pg", "sync", "--dsn", self.dsn, "--mirror",
-                                 str(self.spec), "--poll-interval", "0.2"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "memstate_pg",
+                "sync",
+                "--dsn",
+                self.dsn,
+                "--mirror",
+                str(self.spec),
+                "--poll-interval",
+                "0.2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def tick(self, i: int) -> None:
         if i and i % 40 == 0:
@@ -308,9 +373,17 @@ class _ProcessKiller:
         return self.kills + 1
 
 
-def run_all(dsn: str, mirrors: dict[str, Callable[[], tuple[Mirror, str | None]]], *, n: int, updates: int,
-            deletes: int, scenarios=SCENARIOS, seed: int = 7,
-            progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_all(
+    dsn: str,
+    mirrors: dict[str, Callable[[], tuple[Mirror, str | None]]],
+    *,
+    n: int,
+    updates: int,
+    deletes: int,
+    scenarios=SCENARIOS,
+    seed: int = 7,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Every scenario on every mirror, both approaches. `mirrors`: label -> factory
     returning (a fresh empty Mirror, its spec for other processes or None)."""
     ops = workload(n, updates, deletes, seed)
@@ -333,13 +406,32 @@ def outcome_table(rows: list[dict[str, Any]], title: str):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("mirror", "fault", "approach", "in Postgres", "in mirror", "missing", "stale", "ghosts",
-                "lost writes", "converged"):
+    for col in (
+        "mirror",
+        "fault",
+        "approach",
+        "in Postgres",
+        "in mirror",
+        "missing",
+        "stale",
+        "ghosts",
+        "lost writes",
+        "converged",
+    ):
         table.add_column(col, justify="left" if col in ("mirror", "fault", "approach") else "right")
     for r in rows:
         for o in (r["naive"], r["memstate"]):
             bad = "[red]" if o.drift else "[green]"
-            table.add_row(r["mirror"], r["scenario"], o.approach, str(o.facts_in_postgres), str(o.points_in_mirror),
-                          f"{bad}{o.missing}", f"{bad}{o.stale}", f"{bad}{o.ghosts}", str(o.lost_writes),
-                          "never" if o.converge_seconds is None else f"{o.converge_seconds:.2f} s")
+            table.add_row(
+                r["mirror"],
+                r["scenario"],
+                o.approach,
+                str(o.facts_in_postgres),
+                str(o.points_in_mirror),
+                f"{bad}{o.missing}",
+                f"{bad}{o.stale}",
+                f"{bad}{o.ghosts}",
+                str(o.lost_writes),
+                "never" if o.converge_seconds is None else f"{o.converge_seconds:.2f} s",
+            )
     return table

@@ -97,15 +97,22 @@ _BY_SQLSTATE: dict[str, type[MemStateError]] = {
 
 def translate(exc: BaseException) -> BaseException:
     """The MemStateError a database error stands for (or the error itself)."""
-    if isinstance(exc, psycopg.DataError | psycopg.ProgrammingError) and not getattr(exc, "sqlstate", None):
+    if isinstance(exc, psycopg.DataError | psycopg.ProgrammingError) and not getattr(
+        exc, "sqlstate", None
+    ):
         # raised by psycopg before sending: NUL in a str parameter and the like
         return ValidationFailed(str(exc))
-    if isinstance(exc, UnicodeEncodeError):  # a lone surrogate in a parameter: psycopg cannot send it
-        return ValidationFailed(f"text is not valid Unicode (lone surrogate): {exc.object[exc.start:exc.end]!r}")
+    if isinstance(
+        exc, UnicodeEncodeError
+    ):  # a lone surrogate in a parameter: psycopg cannot send it
+        return ValidationFailed(
+            f"text is not valid Unicode (lone surrogate): {exc.object[exc.start : exc.end]!r}"
+        )
     if not isinstance(exc, psycopg.Error):
         return exc
     if isinstance(exc, psycopg.OperationalError) and (
-            not exc.sqlstate or exc.sqlstate.startswith(("08", "57P"))):
+        not exc.sqlstate or exc.sqlstate.startswith(("08", "57P"))
+    ):
         return Unavailable(f"database unavailable: {str(exc).strip() or type(exc).__name__}")
     cls = _BY_SQLSTATE.get(exc.sqlstate or "")
     if cls is None:
@@ -171,11 +178,19 @@ class StoreCore:
     # -- scope ---------------------------------------------------------------------------
 
     def _ns(self, namespace: str | None, fact: Fact | None = None) -> str:
-        ns = next((n for n in (namespace, fact.namespace if fact is not None else None, self.namespace)
-                   if n is not None), "default")
+        ns = next(
+            (
+                n
+                for n in (namespace, fact.namespace if fact is not None else None, self.namespace)
+                if n is not None
+            ),
+            "default",
+        )
         check_name("namespace", ns)
         if self.namespace is not None and ns != self.namespace:
-            raise PermissionDenied(f"this store is bound to namespace {self.namespace!r}, not {ns!r}")
+            raise PermissionDenied(
+                f"this store is bound to namespace {self.namespace!r}, not {ns!r}"
+            )
         return ns
 
     # -- registration --------------------------------------------------------------------
@@ -184,8 +199,17 @@ class StoreCore:
         ftype = make_type(type_name, model, constraint, text_field)
         yield from self._op_model(self.embedder.model, self.embedder.dim)
         row = yield Exec(Q("get_type"), {"type": ftype.name})
-        same = row is not None and (row["json_schema"], row["singleton_key"], row["immutable"], row["text_field"]) == (
-            ftype.json_schema, ftype.constraint.singleton_key, ftype.constraint.immutable, ftype.text_field)
+        same = row is not None and (
+            row["json_schema"],
+            row["singleton_key"],
+            row["immutable"],
+            row["text_field"],
+        ) == (
+            ftype.json_schema,
+            ftype.constraint.singleton_key,
+            ftype.constraint.immutable,
+            ftype.text_field,
+        )
         if same:  # already registered as is: no write (app roles may not write types)
             self._types[ftype.name] = ftype
             return ftype
@@ -193,7 +217,9 @@ class StoreCore:
             Q("register_type"),
             {
                 "type": ftype.name,
-                "json_schema": json.dumps(ftype.json_schema) if ftype.json_schema is not None else None,
+                "json_schema": json.dumps(ftype.json_schema)
+                if ftype.json_schema is not None
+                else None,
                 "singleton_key": ftype.constraint.singleton_key,
                 "immutable": ftype.constraint.immutable,
                 "text_field": ftype.text_field,
@@ -210,7 +236,9 @@ class StoreCore:
             return ftype
         row = yield Exec(Q("get_type"), {"type": type_name})
         if row is None:
-            raise ValidationFailed(f"unknown fact type {type_name!r}: register it with register_schema()")
+            raise ValidationFailed(
+                f"unknown fact type {type_name!r}: register it with register_schema()"
+            )
         ftype = FactType(
             row["type"],
             None,
@@ -228,7 +256,12 @@ class StoreCore:
         if model not in self._models_ready:
             yield Exec(
                 Q("register_model"),
-                {"model": model, "dim": dim, "m": self.hnsw_m, "ef_construction": self.hnsw_ef_construction},
+                {
+                    "model": model,
+                    "dim": dim,
+                    "m": self.hnsw_m,
+                    "ef_construction": self.hnsw_ef_construction,
+                },
                 autonomous=True,
             )
             self._models_ready.add(model)
@@ -244,7 +277,9 @@ class StoreCore:
         check_text("content", text)
         return payload_text, text
 
-    def _op_vectors(self, texts: list[str], given: list[Any] | None = None, model: str | None = None) -> Op:
+    def _op_vectors(
+        self, texts: list[str], given: list[Any] | None = None, model: str | None = None
+    ) -> Op:
         """Vectors for `texts` (one Embed request for all), or the caller's own vectors."""
         if given is not None:
             dim = len(given[0]) if given and hasattr(given[0], "__len__") else 0
@@ -260,9 +295,28 @@ class StoreCore:
         _directed(vectors)
         return vectors, self.embedder.model, self.embedder.dim
 
-    def _write_params(self, *, ns, ftype, payload_text, content, vec, model, session_id, fact_id,
-                      expected_version, actor, reason, idempotency_key, mode) -> dict[str, Any]:
-        for label, value in (("session_id", session_id), ("actor", actor), ("idempotency_key", idempotency_key)):
+    def _write_params(
+        self,
+        *,
+        ns,
+        ftype,
+        payload_text,
+        content,
+        vec,
+        model,
+        session_id,
+        fact_id,
+        expected_version,
+        actor,
+        reason,
+        idempotency_key,
+        mode,
+    ) -> dict[str, Any]:
+        for label, value in (
+            ("session_id", session_id),
+            ("actor", actor),
+            ("idempotency_key", idempotency_key),
+        ):
             check_name(label, value, optional=True)
         if reason is not None:
             check_name("reason", reason, limit=2000)
@@ -282,8 +336,17 @@ class StoreCore:
             "mode": mode,
         }
 
-    def _op_commit(self, fact: Fact, *, namespace=None, session_id=None, actor=None, reason=None,
-                   idempotency_key=None, expected_version=None) -> Op:
+    def _op_commit(
+        self,
+        fact: Fact,
+        *,
+        namespace=None,
+        session_id=None,
+        actor=None,
+        reason=None,
+        idempotency_key=None,
+        expected_version=None,
+    ) -> Op:
         if not isinstance(fact, Fact):
             raise ValidationFailed("commit() takes a Fact")
         ns = self._ns(namespace, fact)
@@ -292,15 +355,36 @@ class StoreCore:
         given = [fact.embedding] if fact.embedding is not None else None
         vectors, model, dim = yield from self._op_vectors([content], given, fact.embedding_model)
         yield from self._op_model(model, dim)
-        row = yield Exec(Q("write_fact"), self._write_params(
-            ns=ns, ftype=ftype, payload_text=payload_text, content=content, vec=vectors[0], model=model,
-            session_id=session_id if session_id is not None else fact.session_id, fact_id=fact.id,
-            expected_version=expected_version, actor=actor, reason=reason,
-            idempotency_key=idempotency_key, mode="put"))
+        row = yield Exec(
+            Q("write_fact"),
+            self._write_params(
+                ns=ns,
+                ftype=ftype,
+                payload_text=payload_text,
+                content=content,
+                vec=vectors[0],
+                model=model,
+                session_id=session_id if session_id is not None else fact.session_id,
+                fact_id=fact.id,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                mode="put",
+            ),
+        )
         return row["fact_id"]
 
-    def _op_commit_many(self, facts: Sequence[Fact], *, namespace=None, session_id=None, actor=None,
-                        reason=None, idempotency_key=None) -> Op:
+    def _op_commit_many(
+        self,
+        facts: Sequence[Fact],
+        *,
+        namespace=None,
+        session_id=None,
+        actor=None,
+        reason=None,
+        idempotency_key=None,
+    ) -> Op:
         """Many facts, one embedding call, one commit seq, one round trip (pipelined)."""
         facts = list(facts)
         if not all(isinstance(f, Fact) for f in facts):
@@ -318,31 +402,61 @@ class StoreCore:
             ftype = yield from self._op_type(fact.type)
             prepared.append((fact, ftype, *self._prepare_write(ftype, fact.payload, fact.content)))
         given = [f.embedding for f in facts] if all(own) else None
-        vectors, model, dim = yield from self._op_vectors([p[3] for p in prepared], given,
-                                                          facts[0].embedding_model)
+        vectors, model, dim = yield from self._op_vectors(
+            [p[3] for p in prepared], given, facts[0].embedding_model
+        )
         yield from self._op_model(model, dim)
         yield Begin()
-        opened = yield Exec(Q("open_commit"), {"namespace": ns, "session_id": session_id, "actor": actor,
-                                                "reason": reason, "idempotency_key": idempotency_key})
+        opened = yield Exec(
+            Q("open_commit"),
+            {
+                "namespace": ns,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            },
+        )
         if opened["replayed"]:
             return [UUID(x) for x in (opened["result"] or [])]
         params = [
             self._write_params(
-                ns=ns, ftype=ftype, payload_text=payload_text, content=content, vec=vec, model=model,
-                session_id=session_id if session_id is not None else fact.session_id, fact_id=fact.id,
-                expected_version=None, actor=actor, reason=reason, idempotency_key=None, mode="put")
+                ns=ns,
+                ftype=ftype,
+                payload_text=payload_text,
+                content=content,
+                vec=vec,
+                model=model,
+                session_id=session_id if session_id is not None else fact.session_id,
+                fact_id=fact.id,
+                expected_version=None,
+                actor=actor,
+                reason=reason,
+                idempotency_key=None,
+                mode="put",
+            )
             for (fact, ftype, payload_text, content), vec in zip(prepared, vectors, strict=True)
         ]
         rows = yield ExecMany(Q("write_fact"), params)
         return [r["fact_id"] for r in rows]
 
-    def _op_update(self, fact_id, changes: dict[str, Any], *, expected_version=None, actor=None,
-                   reason=None, idempotency_key=None) -> Op:
+    def _op_update(
+        self,
+        fact_id,
+        changes: dict[str, Any],
+        *,
+        expected_version=None,
+        actor=None,
+        reason=None,
+        idempotency_key=None,
+    ) -> Op:
         if not isinstance(changes, dict):
             raise ValidationFailed("update() takes a dict of changes: payload, content, session_id")
         unknown = set(changes) - {"payload", "content", "session_id"}
         if unknown:
-            raise ValidationFailed(f"update() cannot change {sorted(unknown, key=repr)}: only payload, content, session_id")
+            raise ValidationFailed(
+                f"update() cannot change {sorted(unknown, key=repr)}: only payload, content, session_id"
+            )
         fid = _uuid(fact_id)
         row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
         if row is None:
@@ -356,15 +470,29 @@ class StoreCore:
         payload_text, content = self._prepare_write(ftype, payload, content)
         vectors, model, dim = yield from self._op_vectors([content])
         yield from self._op_model(model, dim)
-        row = yield Exec(Q("write_fact"), self._write_params(
-            ns=current.namespace, ftype=ftype, payload_text=payload_text, content=content, vec=vectors[0],
-            model=model, session_id=changes.get("session_id", current.session_id), fact_id=fid,
-            expected_version=expected_version, actor=actor, reason=reason,
-            idempotency_key=idempotency_key, mode="update"))
+        row = yield Exec(
+            Q("write_fact"),
+            self._write_params(
+                ns=current.namespace,
+                ftype=ftype,
+                payload_text=payload_text,
+                content=content,
+                vec=vectors[0],
+                model=model,
+                session_id=changes.get("session_id", current.session_id),
+                fact_id=fid,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                mode="update",
+            ),
+        )
         return row["version"]
 
-    def _op_delete(self, fact_id, *, expected_version=None, actor=None, reason=None,
-                   idempotency_key=None) -> Op:
+    def _op_delete(
+        self, fact_id, *, expected_version=None, actor=None, reason=None, idempotency_key=None
+    ) -> Op:
         fid = _uuid(fact_id)
         _meta(actor=actor, reason=reason)
         check_name("idempotency_key", idempotency_key, optional=True)
@@ -372,25 +500,54 @@ class StoreCore:
             row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
             if row is None:
                 raise NotFound(f"no live fact {fid} in namespace {self.namespace!r}")
-        row = yield Exec(Q("delete_fact"), {"fact_id": str(fid), "expected_version": expected_version,
-                                             "actor": actor, "reason": reason,
-                                             "idempotency_key": idempotency_key})
+        row = yield Exec(
+            Q("delete_fact"),
+            {
+                "fact_id": str(fid),
+                "expected_version": expected_version,
+                "actor": actor,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            },
+        )
         return row["seq"]
 
     def _op_open_commit(self, namespace, session_id, actor, reason, idempotency_key) -> Op:
         ns = self._ns(namespace)
-        for label, value in (("session_id", session_id), ("actor", actor), ("idempotency_key", idempotency_key)):
+        for label, value in (
+            ("session_id", session_id),
+            ("actor", actor),
+            ("idempotency_key", idempotency_key),
+        ):
             check_name(label, value, optional=True)
         _meta(reason=reason)
-        row = yield Exec(Q("open_commit"), {"namespace": ns, "session_id": session_id, "actor": actor,
-                                             "reason": reason, "idempotency_key": idempotency_key})
+        row = yield Exec(
+            Q("open_commit"),
+            {
+                "namespace": ns,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            },
+        )
         return ns, row
 
-    def _op_rollback(self, steps=1, *, namespace=None, session_id=None, actor=None, reason=None) -> Op:
+    def _op_rollback(
+        self, steps=1, *, namespace=None, session_id=None, actor=None, reason=None
+    ) -> Op:
         _int("steps", steps, 1, INT4_MAX)
         _meta(session_id=session_id, actor=actor, reason=reason)
-        row = yield Exec(Q("rollback"), {"namespace": self._ns(namespace), "steps": steps,
-                                          "session_id": session_id, "actor": actor, "reason": reason})
+        row = yield Exec(
+            Q("rollback"),
+            {
+                "namespace": self._ns(namespace),
+                "steps": steps,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+            },
+        )
         return row["seq"]
 
     def _op_revert(self, seq, *, actor=None, reason=None) -> Op:
@@ -406,29 +563,49 @@ class StoreCore:
     def _op_session(self, which: str, session_id, *, namespace=None, actor=None, reason=None) -> Op:
         check_name("session_id", session_id)
         _meta(actor=actor, reason=reason)
-        row = yield Exec(Q(which), {"namespace": self._ns(namespace), "session_id": session_id,
-                                     "actor": actor, "reason": reason})
+        row = yield Exec(
+            Q(which),
+            {
+                "namespace": self._ns(namespace),
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+            },
+        )
         return row["seq"]
 
     # -- reads ---------------------------------------------------------------------------
 
     def _op_get(self, fact_id) -> Op:
-        row = yield Exec(Q("get_fact"), {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace})
+        row = yield Exec(
+            Q("get_fact"), {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace}
+        )
         return fact_from_row(row) if row else None
 
-    def _op_query(self, type=None, filters=None, *, namespace=None, session_id=None, limit=None) -> Op:
+    def _op_query(
+        self, type=None, filters=None, *, namespace=None, session_id=None, limit=None
+    ) -> Op:
         if type is not None:
             check_name("type", type)
         check_name("session_id", session_id, optional=True)
         _limit(limit)
         doc = filter_document(filters)
-        rows = yield Exec(Q("query_facts"), {
-            "namespace": self._ns(namespace), "type": type,
-            "filter": json.dumps(doc) if doc is not None else None,
-            "session_id": session_id, "limit": limit}, "all")
+        rows = yield Exec(
+            Q("query_facts"),
+            {
+                "namespace": self._ns(namespace),
+                "type": type,
+                "filter": json.dumps(doc) if doc is not None else None,
+                "session_id": session_id,
+                "limit": limit,
+            },
+            "all",
+        )
         return [fact_from_row(r) for r in rows]
 
-    def _op_search(self, query, k=5, *, namespace=None, type=None, filters=None, session_id=None) -> Op:
+    def _op_search(
+        self, query, k=5, *, namespace=None, type=None, filters=None, session_id=None
+    ) -> Op:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
             raise ValidationFailed("k must be an int between 1 and 1000")
         if type is not None:
@@ -441,19 +618,33 @@ class StoreCore:
             vectors, model, _ = yield from self._op_vectors([query])
         else:
             vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
-        rows = yield Exec(Q("search"), {
-            "namespace": ns, "query": Vec(vectors[0]), "k": k,
-            "filter": json.dumps(doc) if doc is not None else None, "type": type,
-            "model": model, "session_id": session_id}, "all")
+        rows = yield Exec(
+            Q("search"),
+            {
+                "namespace": ns,
+                "query": Vec(vectors[0]),
+                "k": k,
+                "filter": json.dumps(doc) if doc is not None else None,
+                "type": type,
+                "model": model,
+                "session_id": session_id,
+            },
+            "all",
+        )
         return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]
 
     def _op_history(self, fact_id=None, *, namespace=None, limit=None) -> Op:
         _limit(limit)
         if fact_id is not None:
-            rows = yield Exec(Q("history_fact"), {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace},
-                              "all")
+            rows = yield Exec(
+                Q("history_fact"),
+                {"fact_id": str(_uuid(fact_id)), "namespace": self.namespace},
+                "all",
+            )
         else:
-            rows = yield Exec(Q("history_namespace"), {"namespace": self._ns(namespace), "limit": limit}, "all")
+            rows = yield Exec(
+                Q("history_namespace"), {"namespace": self._ns(namespace), "limit": limit}, "all"
+            )
         return [FactVersion(**r) for r in rows]
 
     def _op_as_of(self, point, *, namespace=None) -> Op:
@@ -500,7 +691,9 @@ def _directed(vectors: Sequence[Sequence[float]]) -> None:
     vectors and vectors whose norm would overflow (NaN scores, or never found)."""
     for i, vec in enumerate(vectors):
         if not any(abs(x) > _F32_ZERO for x in vec):
-            raise ValidationFailed(f"vector {i} is all zeros: it has no direction to compare by cosine")
+            raise ValidationFailed(
+                f"vector {i} is all zeros: it has no direction to compare by cosine"
+            )
         if math.fsum(x * x for x in vec) > MAX_NORM**2:
             raise ValidationFailed(f"vector {i} is too long (norm over {MAX_NORM:g}): normalise it")
 
@@ -521,8 +714,9 @@ class TransactionBase:
     """What a sync and an async transaction share: one open commit (seq) and, when its
     idempotency key was used before, the earlier results handed back in order."""
 
-    def __init__(self, store: Any, conn: Any, namespace: str, opened: dict[str, Any],
-                 session_id: str | None) -> None:
+    def __init__(
+        self, store: Any, conn: Any, namespace: str, opened: dict[str, Any], session_id: str | None
+    ) -> None:
         self._store = store
         self._conn = conn
         self.namespace = namespace

@@ -25,8 +25,12 @@ def _chroma_client(path: str):
     return chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
 
 
-def mirror_story(mem: MemoryStore, console: Console, *, n: int = 60, updates: int = 90, deletes: int = 20) -> None:
-    logging.getLogger("memstate_pg.sync").setLevel(logging.ERROR)  # injected faults are expected here
+def mirror_story(
+    mem: MemoryStore, console: Console, *, n: int = 60, updates: int = 90, deletes: int = 20
+) -> None:
+    logging.getLogger("memstate_pg.sync").setLevel(
+        logging.ERROR
+    )  # injected faults are expected here
     tmp = tempfile.mkdtemp(prefix="memstate-demo-mirrors-")
     client = _chroma_client(tmp)
 
@@ -34,44 +38,86 @@ def mirror_story(mem: MemoryStore, console: Console, *, n: int = 60, updates: in
         return ChromaMirror(client, collection=f"drift-{uuid.uuid4().hex[:8]}"), None
 
     def qdrant():
-        return QdrantMirror.from_location(":memory:", collection=f"drift-{uuid.uuid4().hex[:8]}"), None
+        return QdrantMirror.from_location(
+            ":memory:", collection=f"drift-{uuid.uuid4().hex[:8]}"
+        ), None
 
     console.rule("[bold]mirrors: the same workload, naive dual write vs the outbox")
-    console.print(f"{n} memories created, then {updates} updates and {deletes} deletes, while the vector store "
-                  "fails 20% of calls before or after writing, times out, is down for a third of the run, "
-                  "or the process writing it is killed mid-batch. Compared by id and version.")
+    console.print(
+        f"{n} memories created, then {updates} updates and {deletes} deletes, while the vector store "
+        "fails 20% of calls before or after writing, times out, is down for a third of the run, "
+        "or the process writing it is killed mid-batch. Compared by id and version."
+    )
     with console.status("running the drift experiment…"):
-        rows = run_all(mem.dsn, {"Chroma": chroma, "Qdrant": qdrant}, n=n, updates=updates,
-                       deletes=deletes)
-    console.print(outcome_table(rows, "drift after the run (naive) / after the worker drained (memstate-pg)"))
+        rows = run_all(
+            mem.dsn, {"Chroma": chroma, "Qdrant": qdrant}, n=n, updates=updates, deletes=deletes
+        )
+    console.print(
+        outcome_table(rows, "drift after the run (naive) / after the worker drained (memstate-pg)")
+    )
 
-    console.print("Chroma runs embedded (PersistentClient), Qdrant in local mode; naive: SQL commit, then the "
-                  "vector write, errors logged and dropped; memstate-pg: one transaction with the outbox, "
-                  "a SyncWorker alongside, then drain().")
+    console.print(
+        "Chroma runs embedded (PersistentClient), Qdrant in local mode; naive: SQL commit, then the "
+        "vector write, errors logged and dropped; memstate-pg: one transaction with the outbox, "
+        "a SyncWorker alongside, then drain()."
+    )
     console.rule("[bold]the demo's memory, mirrored")
-    chroma_m = FlakyMirror(ChromaMirror(client, collection="demo-memory"), fail_before=0.3, fail_after=0.2, seed=3)
-    qdrant_m = FlakyMirror(QdrantMirror.from_location(":memory:", collection="demo-memory"), timeout=0.3, seed=4)
+    chroma_m = FlakyMirror(
+        ChromaMirror(client, collection="demo-memory"), fail_before=0.3, fail_after=0.2, seed=3
+    )
+    qdrant_m = FlakyMirror(
+        QdrantMirror.from_location(":memory:", collection="demo-memory"), timeout=0.3, seed=4
+    )
     mem.add_mirror(chroma_m, name="chroma", metadata_fields=["field", "topic"], namespaces=[NS])
     mem.add_mirror(qdrant_m, name="qdrant", metadata_fields=["field", "topic"], namespaces=[NS])
-    worker = SyncWorker(mem, {"chroma": chroma_m, "qdrant": qdrant_m}, backoff_base=0.02, backoff_max=0.2,
-                        max_attempts=50)
+    worker = SyncWorker(
+        mem,
+        {"chroma": chroma_m, "qdrant": qdrant_m},
+        backoff_base=0.02,
+        backoff_max=0.2,
+        max_attempts=50,
+    )
     drained = worker.drain(timeout=60)
     worker.close()
-    table = Table(title=f"{NS!r} mirrored to Chroma and Qdrant through 30-50% injected faults: "
-                        f"status() and reconcile after drain (drained={drained})", title_justify="left")
-    for col in ("mirror", "pending", "dead", "last synced commit", "faults injected", "reconcile: checked",
-                "missing", "stale", "ghosts"):
+    table = Table(
+        title=f"{NS!r} mirrored to Chroma and Qdrant through 30-50% injected faults: "
+        f"status() and reconcile after drain (drained={drained})",
+        title_justify="left",
+    )
+    for col in (
+        "mirror",
+        "pending",
+        "dead",
+        "last synced commit",
+        "faults injected",
+        "reconcile: checked",
+        "missing",
+        "stale",
+        "ghosts",
+    ):
         table.add_column(col)
     for name, m in (("chroma", chroma_m), ("qdrant", qdrant_m)):
         report = mem.reconcile(name, repair=False)
         st = mem.status()[name]
         faults = sum(v for k, v in m.faults.items() if k != "calls")
-        table.add_row(name, str(st.pending), str(st.dead), str(st.last_synced_seq), str(faults), str(report.checked),
-                      str(report.missing), str(report.stale), str(report.ghosts))
+        table.add_row(
+            name,
+            str(st.pending),
+            str(st.dead),
+            str(st.last_synced_seq),
+            str(faults),
+            str(report.checked),
+            str(report.missing),
+            str(report.stale),
+            str(report.ghosts),
+        )
     console.print(table)
     hits = chroma_m.inner.collection.query(
-        query_embeddings=mem.embedder.embed(["which city does the user live in?"]), n_results=1)
-    console.print(f"Chroma, queried directly by a RAG pipeline: {hits['documents'][0][0]!r} "
-                  f"(version {hits['metadatas'][0][0]['version']}, the current one)")
+        query_embeddings=mem.embedder.embed(["which city does the user live in?"]), n_results=1
+    )
+    console.print(
+        f"Chroma, queried directly by a RAG pipeline: {hits['documents'][0][0]!r} "
+        f"(version {hits['metadatas'][0][0]['version']}, the current one)"
+    )
     for name in ("chroma", "qdrant"):
         mem.remove_mirror(name)

@@ -21,7 +21,9 @@ def _engine(dsn: str):
     import psycopg
     from sqlalchemy import create_engine, pool
 
-    return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool)
+    return create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool
+    )
 
 
 def upgrade(dsn: str, revision: str = "head", *, rls: bool = False) -> None:

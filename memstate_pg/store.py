@@ -81,8 +81,14 @@ class MemoryStore(MirrorsMixin, StoreCore):
     # -- lifecycle -----------------------------------------------------------------------
 
     @classmethod
-    def embedded(cls, path: str | None = None, *, database: str = "memstate", migrate: bool = True,
-                 **kwargs: Any) -> MemoryStore:
+    def embedded(
+        cls,
+        path: str | None = None,
+        *,
+        database: str = "memstate",
+        migrate: bool = True,
+        **kwargs: Any,
+    ) -> MemoryStore:
         """A store on the embedded PostgreSQL + pgvector server (started if needed) under
         `path` (default: see memstate_pg.embedded.default_data_dir), migrated and ready."""
         from . import embedded
@@ -136,7 +142,9 @@ class MemoryStore(MirrorsMixin, StoreCore):
                                     stack.enter_context(c.transaction())
                                     in_tx = True
                                 result = None
-                            elif getattr(request, "autonomous", False) and (conn is not None or in_tx):
+                            elif getattr(request, "autonomous", False) and (
+                                conn is not None or in_tx
+                            ):
                                 with self._pool.connection() as own:
                                     result = _execute(own, request)
                             else:
@@ -153,49 +161,129 @@ class MemoryStore(MirrorsMixin, StoreCore):
 
     # -- registration --------------------------------------------------------------------
 
-    def register_schema(self, type: str, model: Any = None, *, constraint: Constraint | None = None,
-                        text_field: str | None = None) -> None:
+    def register_schema(
+        self,
+        type: str,
+        model: Any = None,
+        *,
+        constraint: Constraint | None = None,
+        text_field: str | None = None,
+    ) -> None:
         """Register a fact type: payloads are validated by `model` (a pydantic model) and, by
         shape, by the database; `constraint` is enforced by the database."""
         self._run(self._op_register_schema(type, model, constraint, text_field))
 
     # -- writes --------------------------------------------------------------------------
 
-    def commit(self, fact: Fact, *, namespace: str | None = None, session_id: str | None = None,
-               actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
-               expected_version: int | None = None, conn: psycopg.Connection | None = None) -> UUID:
+    def commit(
+        self,
+        fact: Fact,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+        conn: psycopg.Connection | None = None,
+    ) -> UUID:
         """Write one fact in one commit; returns its id. With a singleton key that matches a
         live fact, or `fact.id` of a live fact, this is an update of that fact."""
-        return self._run(self._op_commit(fact, namespace=namespace, session_id=session_id, actor=actor,
-                                         reason=reason, idempotency_key=idempotency_key,
-                                         expected_version=expected_version), conn)
+        return self._run(
+            self._op_commit(
+                fact,
+                namespace=namespace,
+                session_id=session_id,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                expected_version=expected_version,
+            ),
+            conn,
+        )
 
-    def commit_many(self, facts: Sequence[Fact], *, namespace: str | None = None,
-                    session_id: str | None = None, actor: str | None = None, reason: str | None = None,
-                    idempotency_key: str | None = None, conn: psycopg.Connection | None = None) -> list[UUID]:
+    def commit_many(
+        self,
+        facts: Sequence[Fact],
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.Connection | None = None,
+    ) -> list[UUID]:
         """Write many facts under one commit seq: one embedding call, one transaction."""
-        return self._run(self._op_commit_many(facts, namespace=namespace, session_id=session_id, actor=actor,
-                                              reason=reason, idempotency_key=idempotency_key), conn)
+        return self._run(
+            self._op_commit_many(
+                facts,
+                namespace=namespace,
+                session_id=session_id,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            conn,
+        )
 
-    def update(self, fact_id: UUID | str, changes: dict[str, Any], *, expected_version: int | None = None,
-               actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
-               conn: psycopg.Connection | None = None) -> int:
+    def update(
+        self,
+        fact_id: UUID | str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.Connection | None = None,
+    ) -> int:
         """Change a live fact (`payload`, `content`, `session_id`); returns the new version.
         `expected_version` makes it a compare-and-set: ConflictError on mismatch."""
-        return self._run(self._op_update(fact_id, changes, expected_version=expected_version, actor=actor,
-                                         reason=reason, idempotency_key=idempotency_key), conn)
+        return self._run(
+            self._op_update(
+                fact_id,
+                changes,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            conn,
+        )
 
-    def delete(self, fact_id: UUID | str, *, expected_version: int | None = None, actor: str | None = None,
-               reason: str | None = None, idempotency_key: str | None = None,
-               conn: psycopg.Connection | None = None) -> int:
+    def delete(
+        self,
+        fact_id: UUID | str,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.Connection | None = None,
+    ) -> int:
         """Delete a live fact (its history stays); returns the commit seq."""
-        return self._run(self._op_delete(fact_id, expected_version=expected_version, actor=actor,
-                                         reason=reason, idempotency_key=idempotency_key), conn)
+        return self._run(
+            self._op_delete(
+                fact_id,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            conn,
+        )
 
     @contextlib.contextmanager
-    def transaction(self, namespace: str | None = None, *, session_id: str | None = None,
-                    actor: str | None = None, reason: str | None = None, idempotency_key: str | None = None,
-                    conn: psycopg.Connection | None = None) -> Iterator[Transaction]:
+    def transaction(
+        self,
+        namespace: str | None = None,
+        *,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        conn: psycopg.Connection | None = None,
+    ) -> Iterator[Transaction]:
         """Many changes under one commit seq, in one Postgres transaction. `tx.connection`
         runs your own SQL in the same transaction. Leaving the block by an exception rolls
         everything back."""
@@ -203,7 +291,9 @@ class MemoryStore(MirrorsMixin, StoreCore):
             with contextlib.ExitStack() as stack:
                 c = conn if conn is not None else stack.enter_context(self._pool.connection())
                 stack.enter_context(c.transaction())
-                ns, row = self._run(self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), c)
+                ns, row = self._run(
+                    self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), c
+                )
                 yield Transaction(self, c, ns, row, session_id)
         except psycopg.Error as exc:  # e.g. raised by COMMIT as the block closes
             err = translate(exc)
@@ -213,47 +303,99 @@ class MemoryStore(MirrorsMixin, StoreCore):
 
     # -- undo ----------------------------------------------------------------------------
 
-    def rollback(self, steps: int = 1, *, namespace: str | None = None, session_id: str | None = None,
-                 actor: str | None = None, reason: str | None = None) -> int:
+    def rollback(
+        self,
+        steps: int = 1,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int:
         """Undo the last `steps` commits of the scope still in effect, as a new commit."""
-        return self._run(self._op_rollback(steps, namespace=namespace, session_id=session_id, actor=actor,
-                                           reason=reason))
+        return self._run(
+            self._op_rollback(
+                steps, namespace=namespace, session_id=session_id, actor=actor, reason=reason
+            )
+        )
 
     def revert(self, seq: int, *, actor: str | None = None, reason: str | None = None) -> int:
         """Undo one commit (reverting a rollback is redo), as a new commit."""
         return self._run(self._op_revert(seq, actor=actor, reason=reason))
 
-    def promote_session(self, session_id: str, *, namespace: str | None = None, actor: str | None = None,
-                        reason: str | None = None) -> int | None:
+    def promote_session(
+        self,
+        session_id: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int | None:
         """Make a session's working memory long-term (its facts lose the session_id)."""
-        return self._run(self._op_session("promote_session", session_id, namespace=namespace, actor=actor,
-                                           reason=reason))
+        return self._run(
+            self._op_session(
+                "promote_session", session_id, namespace=namespace, actor=actor, reason=reason
+            )
+        )
 
-    def discard_session(self, session_id: str, *, namespace: str | None = None, actor: str | None = None,
-                        reason: str | None = None) -> int | None:
+    def discard_session(
+        self,
+        session_id: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int | None:
         """Delete a session's working memory (history keeps it)."""
-        return self._run(self._op_session("discard_session", session_id, namespace=namespace, actor=actor,
-                                           reason=reason))
+        return self._run(
+            self._op_session(
+                "discard_session", session_id, namespace=namespace, actor=actor, reason=reason
+            )
+        )
 
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, fact_id: UUID | str) -> Fact | None:
         return self._run(self._op_get(fact_id))
 
-    def query(self, type: str | None = None, filters: dict[str, Any] | None = None, *,
-              namespace: str | None = None, session_id: str | None = None, limit: int | None = None) -> list[Fact]:
+    def query(
+        self,
+        type: str | None = None,
+        filters: dict[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Fact]:
         """Live facts by type and equality filters on payload paths (GIN-indexed `@>`)."""
-        return self._run(self._op_query(type, filters, namespace=namespace, session_id=session_id, limit=limit))
+        return self._run(
+            self._op_query(type, filters, namespace=namespace, session_id=session_id, limit=limit)
+        )
 
-    def search(self, query: str | Sequence[float], k: int = 5, *, namespace: str | None = None,
-               type: str | None = None, filters: dict[str, Any] | None = None,
-               session_id: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str | Sequence[float],
+        k: int = 5,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        filters: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> list[Hit]:
         """Nearest live facts by cosine similarity (score: higher is closer)."""
-        return self._run(self._op_search(query, k, namespace=namespace, type=type, filters=filters,
-                                         session_id=session_id))
+        return self._run(
+            self._op_search(
+                query, k, namespace=namespace, type=type, filters=filters, session_id=session_id
+            )
+        )
 
-    def history(self, fid: UUID | str | None = None, *, namespace: str | None = None,
-                limit: int | None = None) -> list[FactVersion]:
+    def history(
+        self,
+        fid: UUID | str | None = None,
+        *,
+        namespace: str | None = None,
+        limit: int | None = None,
+    ) -> list[FactVersion]:
         """Every version of one fact, or of a namespace, oldest first."""
         return self._run(self._op_history(fid, namespace=namespace, limit=limit))
 
@@ -300,25 +442,38 @@ class Transaction(TransactionBase):
 
     _conn: psycopg.Connection
 
-    def commit(self, fact: Fact, *, session_id: str | None = None, expected_version: int | None = None) -> UUID:
+    def commit(
+        self, fact: Fact, *, session_id: str | None = None, expected_version: int | None = None
+    ) -> UUID:
         if self.replayed:
             return self._replayed()
-        return self._store._run(self._store._op_commit(
-            fact, namespace=self.namespace, session_id=session_id or self.session_id,
-            expected_version=expected_version), self._conn)
+        return self._store._run(
+            self._store._op_commit(
+                fact,
+                namespace=self.namespace,
+                session_id=session_id or self.session_id,
+                expected_version=expected_version,
+            ),
+            self._conn,
+        )
 
-    def update(self, fact_id: UUID | str, changes: dict[str, Any], *, expected_version: int | None = None) -> int:
+    def update(
+        self, fact_id: UUID | str, changes: dict[str, Any], *, expected_version: int | None = None
+    ) -> int:
         if self.replayed:
             self._replayed()
             return 0
-        return self._store._run(self._store._op_update(fact_id, changes, expected_version=expected_version),
-                                self._conn)
+        return self._store._run(
+            self._store._op_update(fact_id, changes, expected_version=expected_version), self._conn
+        )
 
     def delete(self, fact_id: UUID | str, *, expected_version: int | None = None) -> int:
         if self.replayed:
             self._replayed()
             return self.seq
-        return self._store._run(self._store._op_delete(fact_id, expected_version=expected_version), self._conn)
+        return self._store._run(
+            self._store._op_delete(fact_id, expected_version=expected_version), self._conn
+        )
 
 
 def _execute(conn: psycopg.Connection, request: Exec | ExecMany) -> Any:

@@ -66,7 +66,10 @@ def make_type(
     schema = model.model_json_schema() if model is not None else None
     if model is not None:
         fields = model.model_fields
-        for label, field in (("singleton_key", constraint.singleton_key), ("text_field", text_field)):
+        for label, field in (
+            ("singleton_key", constraint.singleton_key),
+            ("text_field", text_field),
+        ):
             if field is not None and field not in fields:
                 raise ValidationFailed(f"{label} {field!r} is not a field of {model.__name__}")
     return FactType(name, model, constraint, text_field, schema)

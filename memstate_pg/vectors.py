@@ -55,10 +55,14 @@ def configure_connection(conn: psycopg.Connection) -> None:
     """Pool `configure` hook: dump Vec in binary when the vector type exists here."""
     info = TypeInfo.fetch(conn, "vector")
     if info is not None:
-        conn.adapters.register_dumper(Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid}))
+        conn.adapters.register_dumper(
+            Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid})
+        )
 
 
 async def aconfigure_connection(conn: psycopg.AsyncConnection) -> None:
     info = await TypeInfo.fetch(conn, "vector")
     if info is not None:
-        conn.adapters.register_dumper(Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid}))
+        conn.adapters.register_dumper(
+            Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid})
+        )

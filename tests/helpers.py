@@ -35,7 +35,9 @@ class Note(BaseModel):
 
 
 def register_test_types(store: MemoryStore) -> None:
-    store.register_schema("profile", Profile, constraint=Constraint(singleton_key="field"), text_field="value")
+    store.register_schema(
+        "profile", Profile, constraint=Constraint(singleton_key="field"), text_field="value"
+    )
     store.register_schema("preference", Preference, text_field="value")
     store.register_schema("event", Event, constraint=Constraint(immutable=True), text_field="text")
     store.register_schema("note", Note, text_field="text")

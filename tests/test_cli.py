@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memstate_pg", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "memstate_pg", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
 
 
 def test_migrate_history_rollback(mem: MemoryStore, dsn: str):

@@ -21,7 +21,10 @@ def _hammer_singleton(dsn: str, worker: int, barrier) -> list[int]:
     barrier.wait()
     try:
         for i in range(COMMITS):
-            store.commit(Fact(type="profile", payload={"field": "city", "value": f"w{worker}-{i}"}), namespace="race")
+            store.commit(
+                Fact(type="profile", payload={"field": "city", "value": f"w{worker}-{i}"}),
+                namespace="race",
+            )
     finally:
         store.close()
     return []
@@ -61,7 +64,12 @@ def test_singleton_under_8_processes(mem: MemoryStore, dsn: str):
     written = {v.payload["value"] for v in history}
     assert written == {f"w{w}-{i}" for w in range(PROCESSES) for i in range(COMMITS)}
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM memstate.commits WHERE namespace = 'race'").fetchone()[0] == total
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM memstate.commits WHERE namespace = 'race'"
+            ).fetchone()[0]
+            == total
+        )
 
 
 def test_immutable_under_concurrent_processes(mem: MemoryStore, dsn: str):
@@ -94,6 +102,9 @@ def _first_insert(dsn: str, worker: int, barrier) -> None:
     register_test_types(store)
     barrier.wait()
     try:
-        store.commit(Fact(type="profile", payload={"field": "lang", "value": f"w{worker}"}), namespace="first")
+        store.commit(
+            Fact(type="profile", payload={"field": "lang", "value": f"w{worker}"}),
+            namespace="first",
+        )
     finally:
         store.close()

@@ -1,4 +1,3 @@
-
 """The drift experiment of the demo and benchmarks/consistency.py, small: memstate-pg ends
 with the mirror equal to Postgres by id and version under every fault; the naive dual
 write does not (so the comparison can tell)."""

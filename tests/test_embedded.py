@@ -48,10 +48,17 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 def test_killed_holder_leaves_a_stale_pid_that_we_prune(data_dir: Path):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from memstate_pg import embedded; print(embedded.start(sys.argv[1]), flush=True); "
-         "time.sleep(600)", str(data_dir)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from memstate_pg import embedded; print(embedded.start(sys.argv[1]), flush=True); "
+            "time.sleep(600)",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert holder.stdout.readline().startswith("postgresql://")
     finally:

@@ -10,8 +10,10 @@ from memstate_pg import ConflictError, Fact, MemoryStore, MemStateError, NotFoun
 
 def snapshot(dsn: str) -> tuple[int, ...]:
     with psycopg.connect(dsn) as conn:
-        return tuple(conn.execute(f"SELECT count(*) FROM memstate.{t}").fetchone()[0]
-                     for t in ("commits", "fact_versions", "facts", "outbox"))
+        return tuple(
+            conn.execute(f"SELECT count(*) FROM memstate.{t}").fetchone()[0]
+            for t in ("commits", "fact_versions", "facts", "outbox")
+        )
 
 
 @pytest.fixture
@@ -27,10 +29,18 @@ def base(mem: MemoryStore, dsn: str):
 BAD_COMMITS = {
     "unknown type": dict(fact=Fact(type="nope", payload={"a": 1})),
     "invalid payload": dict(fact=Fact(type="profile", payload={"field": "city"})),
-    "wrong payload type": dict(fact=Fact(type="profile", payload={"field": "city", "value": ["x"]})),
-    "wrong vector dimension": dict(fact=Fact(type="note", payload={"text": "x"}, embedding=[0.1] * 5)),
-    "NaN in vector": dict(fact=Fact(type="note", payload={"text": "x"}, embedding=[float("nan")] * 384)),
-    "inf in vector": dict(fact=Fact(type="note", payload={"text": "x"}, embedding=[float("inf")] + [0.0] * 383)),
+    "wrong payload type": dict(
+        fact=Fact(type="profile", payload={"field": "city", "value": ["x"]})
+    ),
+    "wrong vector dimension": dict(
+        fact=Fact(type="note", payload={"text": "x"}, embedding=[0.1] * 5)
+    ),
+    "NaN in vector": dict(
+        fact=Fact(type="note", payload={"text": "x"}, embedding=[float("nan")] * 384)
+    ),
+    "inf in vector": dict(
+        fact=Fact(type="note", payload={"text": "x"}, embedding=[float("inf")] + [0.0] * 383)
+    ),
     "NUL in payload": dict(fact=Fact(type="note", payload={"text": "a\x00b"})),
     "NUL in payload key": dict(fact=Fact(type="free", payload={"text": "a", "k\x00": 1})),
     "NUL deep in payload": dict(fact=Fact(type="free", payload={"a": [{"b": ["c\x00"]}]})),
@@ -39,7 +49,9 @@ BAD_COMMITS = {
     "lone surrogate": dict(fact=Fact(type="note", payload={"text": "\ud800"})),
     "oversized payload": dict(fact=Fact(type="note", payload={"text": "x" * (2 << 20)})),
     "NUL in namespace": dict(fact=Fact(type="note", payload={"text": "a"}), namespace="a\x00"),
-    "empty namespace": dict(fact=Fact(type="note", payload={"text": "a"}, namespace=""), namespace=""),
+    "empty namespace": dict(
+        fact=Fact(type="note", payload={"text": "a"}, namespace=""), namespace=""
+    ),
     "huge namespace": dict(fact=Fact(type="note", payload={"text": "a"}), namespace="n" * 500),
     "NUL in session": dict(fact=Fact(type="note", payload={"text": "a"}), session_id="s\x00"),
     "non-JSON value": dict(fact=Fact(type="note", payload={"text": "a", "tags": [object()]})),
@@ -63,7 +75,9 @@ def test_pydantic_errors_are_surfaced(mem: MemoryStore):
     assert "value" in str(info.value) and info.value.errors and info.value.errors[0]["loc"]
 
 
-@pytest.mark.parametrize("filters", [{"": 1}, "role=x", {"a": {1, 2}}, {"a.": 1}, {"x": float("inf")}])
+@pytest.mark.parametrize(
+    "filters", [{"": 1}, "role=x", {"a": {1, 2}}, {"a.": 1}, {"x": float("inf")}]
+)
 def test_malformed_filters(mem: MemoryStore, base, filters):
     with pytest.raises(ValidationFailed):
         mem.search("x", filters=filters, namespace="e")

@@ -23,14 +23,33 @@ def test_upgrade_into_a_database_with_its_own_alembic_history(empty_dsn: str):
         conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) primary key)")
         conn.execute("INSERT INTO public.alembic_version VALUES ('app_rev_42')")
     # the alembic CLI, as a user would run it, with our alembic.ini
-    subprocess.run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x", f"dsn={empty_dsn}",
-                    "upgrade", "head"], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alembic",
+            "-c",
+            str(ROOT / "alembic.ini"),
+            "-x",
+            f"dsn={empty_dsn}",
+            "upgrade",
+            "head",
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     assert migrations.current(empty_dsn) == migrations.head()
     migrations.upgrade(empty_dsn)  # again: a no-op
     with psycopg.connect(empty_dsn) as conn:
-        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [("app_rev_42",)]
+        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
+            ("app_rev_42",)
+        ]
         assert conn.execute("SELECT name FROM app.users").fetchall() == [("ada",)]
-        assert conn.execute("SELECT version_num FROM memstate.alembic_version").fetchone()[0] == migrations.head()
+        assert (
+            conn.execute("SELECT version_num FROM memstate.alembic_version").fetchone()[0]
+            == migrations.head()
+        )
     store = MemoryStore(empty_dsn, max_size=2)
     try:
         store.register_schema("note", None)
@@ -45,8 +64,10 @@ def test_downgrade_removes_only_ours(empty_dsn: str):
     migrations.upgrade(empty_dsn)
     migrations.downgrade(empty_dsn, "base")
     with psycopg.connect(empty_dsn) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'memstate' "
-                            "AND tablename <> 'alembic_version'").fetchone()[0]
+        left = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'memstate' "
+            "AND tablename <> 'alembic_version'"
+        ).fetchone()[0]
         assert left == 0
         assert conn.execute("SELECT to_regclass('public.keep_me')").fetchone()[0] is not None
     migrations.upgrade(empty_dsn)

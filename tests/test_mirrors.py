@@ -1,4 +1,3 @@
-
 """Behaviour of the mirror adapters themselves (no Postgres needed).
 
 One suite runs against every adapter: the dict-backed InMemoryMirror, Chroma embedded,
@@ -105,7 +104,6 @@ def make_mirror(kind: str, request: pytest.FixtureRequest) -> Iterator[MakeMirro
         if kind == "memory":
             mirror = InMemoryMirror(max_batch_size=batch_size or 1000)
         elif kind == "chroma":
-
             mirror = ChromaMirror(ephemeral_client(), unique_name(), batch_size=batch_size)
         elif kind == "chroma-server":
             server: ChromaServer = request.getfixturevalue("chroma_server")

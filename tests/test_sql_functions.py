@@ -28,7 +28,8 @@ def commit(c, ns, type_, payload, vec=V1, **kw):
     extra = "".join(f", {k} => %({k})s" for k in kw)
     return c.execute(
         f"SELECT memstate.commit_fact(%(ns)s, %(t)s, %(p)s::jsonb, NULL, %(v)s::vector, 'm3'{extra})",
-        {"ns": ns, "t": type_, "p": payload, "v": vec, **kw}).fetchone()[0]
+        {"ns": ns, "t": type_, "p": payload, "v": vec, **kw},
+    ).fetchone()[0]
 
 
 def scalar(c, q, *args):
@@ -39,8 +40,10 @@ def test_commit_fact_versions_and_current_view(conn):
     fid = commit(conn, "u1", "profile", '{"field":"city","value":"Berlin"}')
     same = commit(conn, "u1", "profile", '{"field":"city","value":"Paris"}', V2)
     assert fid == same  # singleton key: an update
-    row = conn.execute("SELECT version, content, payload->>'value' FROM memstate.current_facts "
-                       "WHERE fact_id = %s", (fid,)).fetchone()
+    row = conn.execute(
+        "SELECT version, content, payload->>'value' FROM memstate.current_facts WHERE fact_id = %s",
+        (fid,),
+    ).fetchone()
     assert row == (2, "Paris", "Paris")  # content derived from the type's text_field
     hist = conn.execute("SELECT version, op, kind FROM memstate.history(%s)", (fid,)).fetchall()
     assert hist == [(1, "put", "commit"), (2, "update", "commit")]
@@ -57,7 +60,7 @@ def test_sql_refusals_write_nothing(conn):
         ("profile", '{"field":"city"}', V1),  # missing required field
         ("profile", '{"field":"city","value":3}', V1),  # wrong JSON type
         ("profile", '{"field":"city","value":"x","age":1.5}', V1),  # integer expected
-        ("note", '[1,2]', V1),  # not an object
+        ("note", "[1,2]", V1),  # not an object
     ]
     for type_, payload, vec in cases:
         with pytest.raises(psycopg.Error) as info:
@@ -83,7 +86,9 @@ def test_immutable_and_singleton_rules_hold_for_raw_sql(conn):
     assert info.value.sqlstate == "MSC01"
     # even a raw UPDATE of the table is refused by the trigger
     with pytest.raises(psycopg.Error):
-        conn.execute("UPDATE memstate.facts SET payload = '{\"text\":\"sneaky\"}' WHERE fact_id = %s", (fid,))
+        conn.execute(
+            'UPDATE memstate.facts SET payload = \'{"text":"sneaky"}\' WHERE fact_id = %s', (fid,)
+        )
     # and the singleton unique index stops a raw duplicate
     commit(conn, "u1", "profile", '{"field":"city","value":"Berlin"}')
     with pytest.raises(errors.UniqueViolation):
@@ -95,8 +100,10 @@ def test_immutable_and_singleton_rules_hold_for_raw_sql(conn):
 
 def test_history_is_append_only(conn):
     fid = commit(conn, "u1", "note", '{"text":"x"}')
-    for stmt in ("UPDATE memstate.fact_versions SET payload = '{}' WHERE fact_id = %s",
-                 "DELETE FROM memstate.fact_versions WHERE fact_id = %s"):
+    for stmt in (
+        "UPDATE memstate.fact_versions SET payload = '{}' WHERE fact_id = %s",
+        "DELETE FROM memstate.fact_versions WHERE fact_id = %s",
+    ):
         with pytest.raises(psycopg.Error) as info:
             conn.execute(stmt, (fid,))
         assert info.value.sqlstate == "MSC01"
@@ -112,13 +119,19 @@ def test_transaction_from_sql_shares_a_seq(conn):
     a = commit(conn, "u1", "note", '{"text":"a"}')
     b = commit(conn, "u1", "note", '{"text":"b"}')
     conn.execute("COMMIT")
-    seqs = {r[0] for r in conn.execute("SELECT commit_seq FROM memstate.facts WHERE fact_id IN (%s, %s)", (a, b))}
+    seqs = {
+        r[0]
+        for r in conn.execute(
+            "SELECT commit_seq FROM memstate.facts WHERE fact_id IN (%s, %s)", (a, b)
+        )
+    }
     assert seqs == {seq}
     # without begin_commit, each call is its own commit
     c1 = commit(conn, "u1", "note", '{"text":"c"}')
     c2 = commit(conn, "u1", "note", '{"text":"d"}')
-    assert scalar(conn, "SELECT commit_seq FROM memstate.facts WHERE fact_id = %s", c1) != \
-        scalar(conn, "SELECT commit_seq FROM memstate.facts WHERE fact_id = %s", c2)
+    assert scalar(conn, "SELECT commit_seq FROM memstate.facts WHERE fact_id = %s", c1) != scalar(
+        conn, "SELECT commit_seq FROM memstate.facts WHERE fact_id = %s", c2
+    )
 
 
 def test_delete_rollback_revert_from_sql(conn):
@@ -131,11 +144,17 @@ def test_delete_rollback_revert_from_sql(conn):
     scalar(conn, "SELECT memstate.rollback('r', 1)")  # then the commit of b
     live = {r[0] for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = 'r'")}
     assert live == {a}
-    undone = dict(conn.execute("SELECT seq, undone_by FROM memstate.commits WHERE namespace = 'r'").fetchall())
+    undone = dict(
+        conn.execute("SELECT seq, undone_by FROM memstate.commits WHERE namespace = 'r'").fetchall()
+    )
     assert undone[del_seq] == rb
-    redo = scalar(conn, "SELECT memstate.revert(%s)", rb)  # redo the first rollback: b deleted again
+    redo = scalar(
+        conn, "SELECT memstate.revert(%s)", rb
+    )  # redo the first rollback: b deleted again
     assert redo > rb
-    assert {r[0] for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = 'r'")} == {a}
+    assert {
+        r[0] for r in conn.execute("SELECT fact_id FROM memstate.facts WHERE namespace = 'r'")
+    } == {a}
     with pytest.raises(psycopg.Error) as info:
         conn.execute("SELECT memstate.delete_fact(%s)", (b,))
     assert info.value.sqlstate == "MSN01"
@@ -144,13 +163,21 @@ def test_delete_rollback_revert_from_sql(conn):
 def test_search_from_sql(conn):
     a = commit(conn, "s", "note", '{"text":"x","tag":"red"}', V1)
     commit(conn, "s", "note", '{"text":"y","tag":"blue"}', V2)
-    rows = conn.execute("SELECT fact_id, score FROM memstate.search('s', '[1,0.1,0]', 2)").fetchall()
-    assert rows[0][0] == a and rows[0][1] > rows[1][1] and rows[0][1] == pytest.approx(0.995, abs=1e-3)
-    rows = conn.execute("""SELECT payload->>'tag' FROM memstate.search('s', '[1,0,0]', 5, '{"tag":"blue"}')""")
+    rows = conn.execute(
+        "SELECT fact_id, score FROM memstate.search('s', '[1,0.1,0]', 2)"
+    ).fetchall()
+    assert (
+        rows[0][0] == a and rows[0][1] > rows[1][1] and rows[0][1] == pytest.approx(0.995, abs=1e-3)
+    )
+    rows = conn.execute(
+        """SELECT payload->>'tag' FROM memstate.search('s', '[1,0,0]', 5, '{"tag":"blue"}')"""
+    )
     assert [r[0] for r in rows] == ["blue"]
-    for bad in ("SELECT * FROM memstate.search('s', '[1,0,0]', 0)",
-                "SELECT * FROM memstate.search('s', '[1,0,0]', 5, '[1]')",
-                "SELECT * FROM memstate.search('s', '[1,0]', 5)"):
+    for bad in (
+        "SELECT * FROM memstate.search('s', '[1,0,0]', 0)",
+        "SELECT * FROM memstate.search('s', '[1,0,0]', 5, '[1]')",
+        "SELECT * FROM memstate.search('s', '[1,0]', 5)",
+    ):
         with pytest.raises(psycopg.Error) as info:
             conn.execute(bad)
         assert info.value.sqlstate == "MSV01"
@@ -160,8 +187,12 @@ def test_outbox_rows_only_for_enabled_mirrors_in_scope(conn):
     commit(conn, "o", "note", '{"text":"before any mirror"}')
     assert scalar(conn, "SELECT count(*) FROM memstate.outbox") == 0
     conn.execute("INSERT INTO memstate.mirrors (name, kind) VALUES ('all', 'memory')")
-    conn.execute("INSERT INTO memstate.mirrors (name, kind, namespaces) VALUES ('only-x', 'memory', '{x}')")
-    conn.execute("INSERT INTO memstate.mirrors (name, kind, enabled) VALUES ('off', 'memory', false)")
+    conn.execute(
+        "INSERT INTO memstate.mirrors (name, kind, namespaces) VALUES ('only-x', 'memory', '{x}')"
+    )
+    conn.execute(
+        "INSERT INTO memstate.mirrors (name, kind, enabled) VALUES ('off', 'memory', false)"
+    )
     with conn.cursor() as listen:
         listen.execute("LISTEN memstate_outbox")
     fid = commit(conn, "o", "note", '{"text":"after"}')
@@ -178,6 +209,8 @@ def test_as_of_and_seq_at_from_sql(conn):
     a = commit(conn, "t", "note", '{"text":"one"}')
     s1 = scalar(conn, "SELECT commit_seq FROM memstate.facts WHERE fact_id = %s", a)
     commit(conn, "t", "note", '{"text":"two"}', fact_id=a)
-    rows = conn.execute("SELECT payload->>'text', version FROM memstate.as_of('t', %s)", (s1,)).fetchall()
+    rows = conn.execute(
+        "SELECT payload->>'text', version FROM memstate.as_of('t', %s)", (s1,)
+    ).fetchall()
     assert rows == [("one", 1)]
     assert scalar(conn, "SELECT memstate.seq_at('t', now() + interval '1 hour')") > s1

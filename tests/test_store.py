@@ -48,16 +48,24 @@ def test_default_namespace_and_fact_namespace(mem: MemoryStore):
 
 
 def test_singleton_key_updates_the_live_fact(mem: MemoryStore):
-    first = mem.commit(Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1")
-    second = mem.commit(Fact(type="profile", payload={"field": "city", "value": "Paris"}), namespace="u1")
-    other_ns = mem.commit(Fact(type="profile", payload={"field": "city", "value": "Rome"}), namespace="u2")
+    first = mem.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1"
+    )
+    second = mem.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Paris"}), namespace="u1"
+    )
+    other_ns = mem.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Rome"}), namespace="u2"
+    )
     assert first == second != other_ns
     assert mem.get(first).payload["value"] == "Paris" and mem.get(first).version == 2
     assert len(mem.query("profile", namespace="u1")) == 1
 
 
 def test_singleton_clash_inside_one_transaction_writes_nothing(mem: MemoryStore, dsn: str):
-    a = mem.commit(Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1")
+    a = mem.commit(
+        Fact(type="profile", payload={"field": "city", "value": "Berlin"}), namespace="u1"
+    )
     b = mem.commit(Fact(type="profile", payload={"field": "job", "value": "chef"}), namespace="u1")
     before = (count(dsn, "fact_versions"), count(dsn, "commits"))
     with pytest.raises(ConflictError, match="singleton"), mem.transaction("u1") as tx:
@@ -135,7 +143,9 @@ def test_conn_joins_the_callers_transaction(mem: MemoryStore, dsn: str):
 
 
 def test_commit_many_is_one_commit(mem: MemoryStore):
-    ids = mem.commit_many([Fact(type="note", payload={"text": f"n{i}"}) for i in range(50)], namespace="b")
+    ids = mem.commit_many(
+        [Fact(type="note", payload={"text": f"n{i}"}) for i in range(50)], namespace="b"
+    )
     facts = [mem.get(i) for i in ids]
     assert len({f.commit_seq for f in facts}) == 1
     assert [f.payload["text"] for f in facts] == [f"n{i}" for i in range(50)]
@@ -143,10 +153,19 @@ def test_commit_many_is_one_commit(mem: MemoryStore):
 
 def test_query_filters_use_payload_paths(mem: MemoryStore):
     mem.register_schema("item", None, text_field="name")
-    mem.commit(Fact(type="item", payload={"name": "a", "meta": {"color": "red"}, "n": 1}), namespace="q")
-    mem.commit(Fact(type="item", payload={"name": "b", "meta": {"color": "blue"}, "n": 2}), namespace="q")
-    mem.commit(Fact(type="preference", payload={"topic": "t", "value": "v", "role": "dislike"}), namespace="q")
-    assert [f.payload["name"] for f in mem.query("item", {"meta.color": "blue"}, namespace="q")] == ["b"]
+    mem.commit(
+        Fact(type="item", payload={"name": "a", "meta": {"color": "red"}, "n": 1}), namespace="q"
+    )
+    mem.commit(
+        Fact(type="item", payload={"name": "b", "meta": {"color": "blue"}, "n": 2}), namespace="q"
+    )
+    mem.commit(
+        Fact(type="preference", payload={"topic": "t", "value": "v", "role": "dislike"}),
+        namespace="q",
+    )
+    assert [
+        f.payload["name"] for f in mem.query("item", {"meta.color": "blue"}, namespace="q")
+    ] == ["b"]
     assert [f.payload["name"] for f in mem.query(filters={"n": 1}, namespace="q")] == ["a"]
     assert [f.type for f in mem.query(filters={"role": "dislike"}, namespace="q")] == ["preference"]
     assert mem.query("item", {"meta.color": "green"}, namespace="q") == []
@@ -157,12 +176,18 @@ def test_query_filters_use_payload_paths(mem: MemoryStore):
 
 def test_query_uses_the_gin_index(mem: MemoryStore, dsn: str):
     mem.register_schema("item", None, text_field="name")
-    mem.commit_many([Fact(type="item", payload={"name": f"i{i}", "color": f"c{i % 100}"}) for i in range(600)],
-                    namespace="q")
+    mem.commit_many(
+        [Fact(type="item", payload={"name": f"i{i}", "color": f"c{i % 100}"}) for i in range(600)],
+        namespace="q",
+    )
     with psycopg.connect(dsn) as conn:
         conn.execute("ANALYZE memstate.facts")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN SELECT * FROM memstate.facts WHERE namespace = 'q' AND payload @> '{\"color\": \"c7\"}'"))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT * FROM memstate.facts WHERE namespace = 'q' AND payload @> '{\"color\": \"c7\"}'"
+            )
+        )
     assert "facts_payload" in plan
 
 
@@ -170,8 +195,13 @@ def test_search_scores_filters_and_namespaces(mem: MemoryStore):
     ns = "s"
     mem.commit(Fact(type="note", payload={"text": "the user lives in Berlin"}), namespace=ns)
     mem.commit(Fact(type="note", payload={"text": "favourite colour is blue"}), namespace=ns)
-    mem.commit(Fact(type="preference", payload={"topic": "food", "value": "likes sushi in Berlin"}), namespace=ns)
-    mem.commit(Fact(type="note", payload={"text": "the user lives in Berlin"}), namespace="elsewhere")
+    mem.commit(
+        Fact(type="preference", payload={"topic": "food", "value": "likes sushi in Berlin"}),
+        namespace=ns,
+    )
+    mem.commit(
+        Fact(type="note", payload={"text": "the user lives in Berlin"}), namespace="elsewhere"
+    )
     hits = mem.search("where does the user live? Berlin", k=3, namespace=ns)
     assert hits[0].fact.payload["text"] == "the user lives in Berlin"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -190,9 +220,14 @@ def test_search_uses_the_models_hnsw_index(mem: MemoryStore, dsn: str):
         name, dim = conn.execute("SELECT index_name, dim FROM memstate.embedding_models").fetchone()
         conn.execute("SET enable_seqscan = off")
         q = "[" + ",".join(["0.1"] * dim) + "]"
-        plan = "\n".join(r[0] for r in conn.execute(
-            f"EXPLAIN SELECT fact_id FROM memstate.facts f WHERE f.embedding_model = %s AND f.namespace = 's' "
-            f"ORDER BY f.embedding::vector({dim}) <=> '{q}'::vector({dim}) LIMIT 5", (mem.embedder.model,)))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                f"EXPLAIN SELECT fact_id FROM memstate.facts f WHERE f.embedding_model = %s AND f.namespace = 's' "
+                f"ORDER BY f.embedding::vector({dim}) <=> '{q}'::vector({dim}) LIMIT 5",
+                (mem.embedder.model,),
+            )
+        )
     assert name in plan
 
 
@@ -234,10 +269,14 @@ def test_rollback_is_undo_and_keeps_history(mem: MemoryStore, dsn: str):
 
     mem.rollback(1, namespace=ns)  # undoes the note
     assert mem.get(b) is None
-    assert live_state(mem, ns) == {f.id: (f.payload, f.session_id) for f in mem.as_of(s2, namespace=ns)}
+    assert live_state(mem, ns) == {
+        f.id: (f.payload, f.session_id) for f in mem.as_of(s2, namespace=ns)
+    }
     mem.rollback(1, namespace=ns)  # undo again: goes one step further back, to Berlin
     assert mem.get(a).payload["value"] == "Berlin"
-    assert live_state(mem, ns) == {f.id: (f.payload, f.session_id) for f in mem.as_of(s1, namespace=ns)}
+    assert live_state(mem, ns) == {
+        f.id: (f.payload, f.session_id) for f in mem.as_of(s1, namespace=ns)
+    }
     assert count(dsn, "fact_versions") > versions_before  # nothing deleted, all appended
     assert [v.kind for v in mem.history(a)] == ["commit", "commit", "rollback"]
     with pytest.raises(NotFound):
@@ -322,10 +361,16 @@ def test_idempotency_key_replays_without_writing(mem: MemoryStore, dsn: str):
     c = mem.commit(f, namespace="other", idempotency_key="req-1")  # keys are per namespace
     assert c != a
     with mem.transaction("i", idempotency_key="tx-1") as tx:
-        ids = [tx.commit(Fact(type="note", payload={"text": "t1"})), tx.commit(Fact(type="note", payload={"text": "t2"}))]
+        ids = [
+            tx.commit(Fact(type="note", payload={"text": "t1"})),
+            tx.commit(Fact(type="note", payload={"text": "t2"})),
+        ]
     with mem.transaction("i", idempotency_key="tx-1") as tx:
         assert tx.replayed
-        again = [tx.commit(Fact(type="note", payload={"text": "t1"})), tx.commit(Fact(type="note", payload={"text": "t2"}))]
+        again = [
+            tx.commit(Fact(type="note", payload={"text": "t1"})),
+            tx.commit(Fact(type="note", payload={"text": "t2"})),
+        ]
     assert again == ids and len(mem.query(namespace="i")) == 3
 
 
@@ -333,7 +378,11 @@ def test_idempotency_under_concurrent_retries(mem: MemoryStore, dsn: str):
     results = []
 
     def retry():
-        results.append(mem.commit(Fact(type="note", payload={"text": "x"}), namespace="ic", idempotency_key="k"))
+        results.append(
+            mem.commit(
+                Fact(type="note", payload={"text": "x"}), namespace="ic", idempotency_key="k"
+            )
+        )
 
     threads = [threading.Thread(target=retry) for _ in range(6)]
     for t in threads:
@@ -388,8 +437,16 @@ def test_thread_safety_of_a_shared_store(mem: MemoryStore):
 
 def test_selective_filter_search_is_exact_and_large_filter_uses_hnsw(mem: MemoryStore, dsn: str):
     mem.register_schema("item", None, text_field="text")
-    facts = [Fact(type="item", payload={"text": f"memory {i} about topic {i % 7} and colour {i % 11}",
-                                        "bucket": i % 100}) for i in range(400)]
+    facts = [
+        Fact(
+            type="item",
+            payload={
+                "text": f"memory {i} about topic {i % 7} and colour {i % 11}",
+                "bucket": i % 100,
+            },
+        )
+        for i in range(400)
+    ]
     mem.commit_many(facts, namespace="f")
     query = "memory about topic 3 and colour 5"
     qvec = mem.embedder.embed([query])[0]
@@ -398,7 +455,9 @@ def test_selective_filter_search_is_exact_and_large_filter_uses_hnsw(mem: Memory
         import math
 
         def cos(a, b):
-            return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+            return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+                sum(x * x for x in a) * sum(y * y for y in b)
+            )
 
         rows = [f for f in mem.query("item", {"bucket": bucket}, namespace="f")]
         vecs = mem.embedder.embed([f.content for f in rows])

@@ -1,4 +1,3 @@
-
 """Property: whatever sequence of commits, updates, deletes, rollbacks, reverts, session
 promotions and discards happens, with whatever mirror failures (fail before / after the
 write, timeouts that may or may not have written, outages) and partial syncs in between,

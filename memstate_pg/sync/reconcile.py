@@ -245,8 +245,10 @@ def _require_full_sight(conn: psycopg.Connection, name: str) -> None:
     if conn.execute("SELECT to_regprocedure('memstate.can_reconcile(text)')").fetchone()[0] is None:
         return  # RLS was never installed
     if not conn.execute("SELECT memstate.can_reconcile(%s)", [name]).fetchone()[0]:
-        raise PermissionDenied(f"this role cannot see every namespace mirror {name!r} covers: reconcile it "
-                               "with a role granted them all (see SECURITY.md)")
+        raise PermissionDenied(
+            f"this role cannot see every namespace mirror {name!r} covers: reconcile it "
+            "with a role granted them all (see SECURITY.md)"
+        )
 
 
 def _ghosts(

@@ -36,10 +36,7 @@ def mirror_from_location(kind: str, location: str, collection: str = "memory") -
         if location.startswith("path:"):
             return ChromaMirror.from_path(location[len("path:") :], collection)
         if location in ("memory", ":memory:"):
-
-            return ChromaMirror(
-                ephemeral_client(), collection
-            )
+            return ChromaMirror(ephemeral_client(), collection)
     elif kind == "qdrant":
         from ..mirrors.qdrant import QdrantMirror
 
