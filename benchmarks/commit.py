@@ -21,7 +21,7 @@ import psycopg
 
 from benchmarks.common import bench_database, console, rate_table, server_versions, summary, timed
 from memstate_pg import Fact, HashingEmbedder, MemoryStore
-from memstate_pg.core import vector_text
+from memstate_pg.vectors import vector_text
 
 EMB = HashingEmbedder(dim=384)
 

@@ -7,27 +7,33 @@ with `aembed` is awaited.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from . import migrations
-from .core import Begin, Embed, ExecMany, Op, StoreCore, TransactionBase, translate
-from .embedders import Embedder, aembed
-from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
-from .store import IDLE_CHECK_AFTER, _connection_kwargs
-from .sync.mirrors_api import AsyncMirrorsMixin
+from ._core import ops
+from ._core.ops import ProgressFn, StoreCore, TransactionBase
+from ._core.protocol import Op
+from ._core.runner import run_async
+from .embedders import Embedder
+from .errors import translate
+from .mirrors.base import Mirror
+from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+from .store import IDLE_CHECK_AFTER, connection_kwargs
 from .vectors import aconfigure_connection
 
+T = TypeVar("T")
 
-class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
+
+class AsyncMemoryStore(StoreCore):
     """Transactional memory in PostgreSQL, for asyncio.
 
     Create with `await AsyncMemoryStore.open(dsn)` (or construct and `await store.open_pool()`),
@@ -56,7 +62,7 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
                 dsn_or_pool,
                 min_size=min_size,
                 max_size=max_size,
-                kwargs=_connection_kwargs(ef_search),
+                kwargs=connection_kwargs(ef_search),
                 configure=self._configure_connection,
                 check=_acheck_if_idle,
                 reset=_amark_returned,
@@ -92,8 +98,6 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
         migrate: bool = True,
         **kwargs: Any,
     ) -> AsyncMemoryStore:
-        import asyncio
-
         from . import embedded
 
         dsn = await asyncio.to_thread(embedded.start, path, database=database)
@@ -107,8 +111,6 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
             await self._pool.open()
 
     async def migrate(self) -> None:
-        import asyncio
-
         await asyncio.to_thread(migrations.upgrade, self.dsn)
         if self._owns_pool and not self._pool.closed:
             await self._pool.drain()
@@ -128,43 +130,11 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
     def pool(self) -> AsyncConnectionPool:
         return self._pool
 
-    async def _run(self, op: Op, conn: psycopg.AsyncConnection | None = None) -> Any:
-        """The async twin of MemoryStore._run (same requests, same error translation)."""
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                c = conn
-                in_tx = False
-                try:
-                    request = next(op)
-                    while True:
-                        if isinstance(request, Embed):
-                            result = await aembed(self.embedder, request.texts)
-                        else:
-                            if c is None:
-                                if self._owns_pool and self._pool.closed:
-                                    await self._pool.open()
-                                c = await stack.enter_async_context(self._pool.connection())
-                            if isinstance(request, Begin):
-                                if not in_tx:
-                                    await stack.enter_async_context(c.transaction())
-                                    in_tx = True
-                                result = None
-                            elif getattr(request, "autonomous", False) and (
-                                conn is not None or in_tx
-                            ):
-                                async with self._pool.connection() as own:
-                                    result = await _execute(own, request)
-                            else:
-                                result = await _execute(c, request)
-                        request = op.send(result)
-                except StopIteration as stop:
-                    value = stop.value
-            return value
-        except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
-            err = translate(exc)
-            if err is exc:
-                raise
-            raise err from exc
+    async def _run(self, op: Op[T], conn: psycopg.AsyncConnection | None = None) -> T:
+        """Perform an operation's requests (see memstate_pg._core.runner)."""
+        return await run_async(
+            op, pool=self._pool, embedder=self.embedder, conn=conn, open_pool=self._owns_pool
+        )
 
     async def register_schema(
         self,
@@ -394,6 +364,79 @@ class AsyncMemoryStore(AsyncMirrorsMixin, StoreCore):
     async def status(self) -> dict[str, MirrorStatus]:
         return await self._run(self._op_status())
 
+    # -- mirrors (see MemoryStore) ----------------------------------------------------------
+
+    async def add_mirror(
+        self,
+        mirror: Mirror,
+        name: str | None = None,
+        *,
+        metadata_fields: Sequence[str] = (),
+        namespaces: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        backfill: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        name = await self._run(
+            ops.register_mirror(
+                mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
+            )
+        )
+        self._mirrors[name] = mirror
+        if backfill:
+            await self.backfill_mirror(name, progress=progress)
+
+    async def backfill_mirror(
+        self, name: str, *, progress: ProgressFn | None = None, page_size: int = ops.DEFAULT_PAGE
+    ) -> int:
+        return await self._run(ops.backfill(name, page_size=page_size, progress=progress))
+
+    async def remove_mirror(self, name: str) -> None:
+        await self._run(ops.remove_mirror(name))
+        self._mirrors.pop(name, None)
+
+    async def mirror(self, name: str) -> Mirror:
+        found = self._held_mirror(name)
+        if found is None:
+            config = await self._run(ops.mirror_config(name))
+            found = self._mirrors[name] = await asyncio.to_thread(ops.rebuild_mirror, name, config)
+        return found
+
+    def mirrors(self) -> dict[str, Mirror]:
+        return dict(self._mirrors)
+
+    async def use_mirror(self, name: str, mirror: Mirror) -> None:
+        ops.check_mirror_kind(name, await self._run(ops.mirror_config(name)), mirror)
+        self._mirrors[name] = mirror
+
+    async def reconcile(
+        self,
+        name: str,
+        repair: bool = True,
+        *,
+        page_size: int = 1000,
+        progress: ProgressFn | None = None,
+    ) -> ReconcileReport:
+        """Runs in a thread (mirror clients block) on connections of its own."""
+        from .sync.reconcile import reconcile
+
+        mirror = await self.mirror(name)
+        return await asyncio.to_thread(
+            reconcile,
+            lambda: psycopg.connect(self.dsn, autocommit=True),
+            name,
+            mirror,
+            repair=repair,
+            page_size=page_size,
+            progress=progress,
+        )
+
+    async def requeue(self, name: str, *, dead_only: bool = True) -> int:
+        return await self._run(ops.requeue(name, dead_only=dead_only))
+
+    async def dead_letters(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await self._run(ops.dead_rows(name, limit))
+
 
 async def _amark_returned(conn: psycopg.AsyncConnection) -> None:
     conn._memstate_returned = time.monotonic()  # type: ignore[attr-defined]
@@ -442,21 +485,3 @@ class AsyncTransaction(TransactionBase):
         return await self._store._run(
             self._store._op_delete(fact_id, expected_version=expected_version), self._conn
         )
-
-
-async def _execute(conn: psycopg.AsyncConnection, request: Any) -> Any:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        if isinstance(request, ExecMany):
-            await cur.executemany(request.query, request.params, returning=True)
-            rows = []
-            while True:
-                rows.append(await cur.fetchone())
-                if not cur.nextset():
-                    break
-            return rows
-        await cur.execute(request.query, request.params)
-        if request.fetch == "none":
-            return None
-        if request.fetch == "all":
-            return await cur.fetchall()
-        return await cur.fetchone()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg
+
 
 class MemStateError(Exception):
     """Base class of every error memstate-pg raises on purpose."""
@@ -35,3 +37,57 @@ class Unavailable(MemStateError, ConnectionError):
 
 class PermissionDenied(MemStateError, PermissionError):
     """The database role may not touch this namespace or object."""
+
+
+# --- database errors -> MemStateError ------------------------------------------------
+
+_BY_SQLSTATE: dict[str, type[MemStateError]] = {
+    "MSV01": ValidationFailed,
+    "MSC01": ConflictError,
+    "MSN01": NotFound,
+    "23505": ConflictError,  # unique_violation: a singleton key held by another fact
+    "23503": ValidationFailed,  # foreign_key_violation: unknown type/model in a raw write
+    "23514": ValidationFailed,  # check_violation
+    "22P02": ValidationFailed,  # invalid_text_representation (vector / uuid / json text)
+    "22023": ValidationFailed,  # invalid_parameter_value
+    "22000": ValidationFailed,  # data_exception (pgvector: NaN, inf, dimensions)
+    "22003": ValidationFailed,  # numeric_value_out_of_range
+    "22021": ValidationFailed,  # character_not_in_repertoire (NUL bytes)
+    "22P05": ValidationFailed,  # untranslatable_character (\u0000 in jsonb)
+    "54000": ValidationFailed,  # program_limit_exceeded (too large for an index row)
+    "40001": ConflictError,  # serialization_failure
+    "40P01": ConflictError,  # deadlock_detected
+    "42501": PermissionDenied,  # insufficient_privilege, row level security
+}
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The MemStateError a database error stands for (or the error itself)."""
+    if isinstance(exc, psycopg.DataError | psycopg.ProgrammingError) and not getattr(
+        exc, "sqlstate", None
+    ):
+        # raised by psycopg before sending: NUL in a str parameter and the like
+        return ValidationFailed(str(exc))
+    if isinstance(
+        exc, UnicodeEncodeError
+    ):  # a lone surrogate in a parameter: psycopg cannot send it
+        return ValidationFailed(
+            f"text is not valid Unicode (lone surrogate): {exc.object[exc.start : exc.end]!r}"
+        )
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    if isinstance(exc, psycopg.OperationalError) and (
+        not exc.sqlstate or exc.sqlstate.startswith(("08", "57P"))
+    ):
+        return Unavailable(f"database unavailable: {str(exc).strip() or type(exc).__name__}")
+    cls = _BY_SQLSTATE.get(exc.sqlstate or "")
+    if cls is None:
+        return exc
+    message = exc.diag.message_primary or str(exc)
+    if exc.sqlstate == "23505" and exc.diag.constraint_name == "facts_singleton":
+        message = f"singleton key clash: {exc.diag.message_detail or message}"
+    elif exc.diag.message_detail:
+        message = f"{message} ({exc.diag.message_detail})"
+    err = cls(message)
+    err.sqlstate = exc.sqlstate  # type: ignore[attr-defined]
+    return err

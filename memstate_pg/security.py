@@ -19,8 +19,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import dict_row
 
-from .core import translate
-from .errors import MemStateError, NotFound, ValidationFailed
+from .errors import MemStateError, NotFound, ValidationFailed, translate
 from .sqlfiles import read_sql
 from .types import check_name
 

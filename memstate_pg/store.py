@@ -1,7 +1,7 @@
 """MemoryStore: the synchronous API over a DSN or a psycopg connection pool.
 
-Every method is a one-line call of an operation in core.py, run by `_run` with psycopg's
-sync API. A MemoryStore is safe to share between threads: each call borrows a pooled
+Every method is a one-line call of an operation of memstate_pg._core.ops, performed by the
+sync runner (_core/runner.py). A MemoryStore is safe to share between threads: each call borrows a pooled
 connection (autocommit; a call that needs several statements opens a transaction).
 """
 
@@ -11,22 +11,27 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from . import migrations
-from .core import Begin, Embed, Exec, ExecMany, Op, StoreCore, TransactionBase, translate
+from ._core import ops
+from ._core.ops import ProgressFn, StoreCore, TransactionBase
+from ._core.protocol import Op
+from ._core.runner import run
 from .embedders import Embedder
-from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus
-from .sync.mirrors_api import MirrorsMixin
+from .errors import translate
+from .mirrors.base import Mirror
+from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
 from .vectors import configure_connection
 
+T = TypeVar("T")
 
-class MemoryStore(MirrorsMixin, StoreCore):
+
+class MemoryStore(StoreCore):
     """Transactional memory in PostgreSQL.
 
     `MemoryStore("postgresql://…")` owns a connection pool (closed by `close()` or `with`);
@@ -59,7 +64,7 @@ class MemoryStore(MirrorsMixin, StoreCore):
                 dsn_or_pool,
                 min_size=min_size,
                 max_size=max_size,
-                kwargs=_connection_kwargs(ef_search),
+                kwargs=connection_kwargs(ef_search),
                 configure=self._configure_connection,
                 check=_check_if_idle,  # no dead connection handed out after a restart
                 reset=_mark_returned,
@@ -122,42 +127,9 @@ class MemoryStore(MirrorsMixin, StoreCore):
 
     # -- the runner ----------------------------------------------------------------------
 
-    def _run(self, op: Op, conn: psycopg.Connection | None = None) -> Any:
-        """Perform the I/O an operation asks for; see core.py. Database errors, including
-        those raised by COMMIT when the block closes, come out as MemStateError."""
-        try:
-            with contextlib.ExitStack() as stack:
-                c = conn
-                in_tx = False
-                try:
-                    request = next(op)
-                    while True:
-                        if isinstance(request, Embed):
-                            result = self.embedder.embed(request.texts)
-                        else:
-                            if c is None:
-                                c = stack.enter_context(self._pool.connection())
-                            if isinstance(request, Begin):
-                                if not in_tx:
-                                    stack.enter_context(c.transaction())
-                                    in_tx = True
-                                result = None
-                            elif getattr(request, "autonomous", False) and (
-                                conn is not None or in_tx
-                            ):
-                                with self._pool.connection() as own:
-                                    result = _execute(own, request)
-                            else:
-                                result = _execute(c, request)
-                        request = op.send(result)
-                except StopIteration as stop:
-                    value = stop.value
-            return value
-        except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
-            err = translate(exc)
-            if err is exc:
-                raise
-            raise err from exc
+    def _run(self, op: Op[T], conn: psycopg.Connection | None = None) -> T:
+        """Perform an operation's requests (see memstate_pg._core.runner)."""
+        return run(op, pool=self._pool, embedder=self.embedder, conn=conn)
 
     # -- registration --------------------------------------------------------------------
 
@@ -411,6 +383,100 @@ class MemoryStore(MirrorsMixin, StoreCore):
         """Per mirror: pending and dead outbox rows, lag, last sync and reconcile."""
         return self._run(self._op_status())
 
+    # -- mirrors -------------------------------------------------------------------------
+
+    def add_mirror(
+        self,
+        mirror: Mirror,
+        name: str | None = None,
+        *,
+        metadata_fields: Sequence[str] = (),
+        namespaces: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        backfill: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        """Register `mirror` as `name` (default: its kind) and keep it for this process.
+
+        From now on every change of a fact in `namespaces` / `types` (None: all) is
+        enqueued for it; `metadata_fields` are the payload fields its points carry (dotted
+        paths reach into nested objects). Re-registering a name updates its settings. With
+        `backfill`, the live facts already in scope are enqueued too (batched, resumable;
+        `progress(scanned, total)`).
+        """
+        name = self._run(
+            ops.register_mirror(
+                mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
+            )
+        )
+        self._mirrors[name] = mirror
+        if backfill:
+            self.backfill_mirror(name, progress=progress)
+
+    def backfill_mirror(
+        self, name: str, *, progress: ProgressFn | None = None, page_size: int = ops.DEFAULT_PAGE
+    ) -> int:
+        """Enqueue the live facts in the mirror's scope that have no pending row yet;
+        returns how many rows were enqueued."""
+        return self._run(ops.backfill(name, page_size=page_size, progress=progress))
+
+    def remove_mirror(self, name: str) -> None:
+        """Unregister a mirror: its pending rows go too. The store behind it is untouched."""
+        self._run(ops.remove_mirror(name))
+        self._mirrors.pop(name, None)
+
+    def mirror(self, name: str) -> Mirror:
+        """The Mirror object registered as `name`, rebuilt from the registry's options when
+        this process has none (a server URL or a path can be reached from anywhere)."""
+        found = self._held_mirror(name)
+        if found is None:
+            found = self._mirrors[name] = ops.rebuild_mirror(
+                name, self._run(ops.mirror_config(name))
+            )
+        return found
+
+    def mirrors(self) -> dict[str, Mirror]:
+        """The Mirror objects this process holds, by registered name."""
+        return dict(self._mirrors)
+
+    def use_mirror(self, name: str, mirror: Mirror) -> None:
+        """Use `mirror` for `name`, registered earlier (maybe by another process), without
+        touching its registry row: how a worker process gets its own client object."""
+        ops.check_mirror_kind(name, self._run(ops.mirror_config(name)), mirror)
+        self._mirrors[name] = mirror
+
+    def reconcile(
+        self,
+        name: str,
+        repair: bool = True,
+        *,
+        page_size: int = 1000,
+        progress: ProgressFn | None = None,
+    ) -> ReconcileReport:
+        """Compare mirror `name` with Postgres by (fact_id, version) in bounded memory and,
+        with `repair`, upsert missing and stale points and delete ghosts. The report is also
+        stored for status(). See memstate_pg/sync/reconcile.py."""
+        from .sync.reconcile import reconcile
+
+        mirror = self.mirror(name)
+        return reconcile(
+            self._pool.connection,
+            name,
+            mirror,
+            repair=repair,
+            page_size=page_size,
+            progress=progress,
+        )
+
+    def requeue(self, name: str, *, dead_only: bool = True) -> int:
+        """Give dead rows (and, with dead_only=False, rows in backoff) a fresh start;
+        returns how many rows were requeued."""
+        return self._run(ops.requeue(name, dead_only=dead_only))
+
+    def dead_letters(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The dead rows of a mirror, oldest first, with their last error."""
+        return self._run(ops.dead_rows(name, limit))
+
 
 # A pooled connection that sat idle may have died with the server (restart, failover):
 # check it before handing it out. One that was in use a moment ago is alive, and checking
@@ -427,7 +493,7 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
-def _connection_kwargs(ef_search: int | None) -> dict[str, Any]:
+def connection_kwargs(ef_search: int | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"autocommit": True}
     if ef_search is not None:
         if not isinstance(ef_search, int) or not 1 <= ef_search <= 1000:
@@ -474,21 +540,3 @@ class Transaction(TransactionBase):
         return self._store._run(
             self._store._op_delete(fact_id, expected_version=expected_version), self._conn
         )
-
-
-def _execute(conn: psycopg.Connection, request: Exec | ExecMany) -> Any:
-    with conn.cursor(row_factory=dict_row) as cur:
-        if isinstance(request, ExecMany):
-            cur.executemany(request.query, request.params, returning=True)
-            rows = []
-            while True:
-                rows.append(cur.fetchone())
-                if not cur.nextset():
-                    break
-            return rows
-        cur.execute(request.query, request.params)
-        if request.fetch == "none":
-            return None
-        if request.fetch == "all":
-            return cur.fetchall()
-        return cur.fetchone()

@@ -35,9 +35,8 @@ from langgraph.store.base import BaseStore, IndexConfig, Op, Result, TTLConfig
 from psycopg.rows import dict_row
 
 from ..aio import AsyncMemoryStore
-from ..core import translate
 from ..embedders import Embedder
-from ..errors import ConflictError, NotFound
+from ..errors import ConflictError, NotFound, translate
 from ..models import Constraint, FactVersion
 from ..store import MemoryStore
 from .embeddings import index_embedder

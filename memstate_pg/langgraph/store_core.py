@@ -47,9 +47,9 @@ from langgraph.store.base import (
 )
 from psycopg.types.json import Jsonb
 
-from ..core import vector_text
 from ..errors import ValidationFailed
 from ..models import Fact, FactVersion
+from ..vectors import vector_text
 from .embeddings import IndexEmbedder, TextExtractor
 
 __all__ = ["LG_TYPE", "StoreCore", "ns_key"]

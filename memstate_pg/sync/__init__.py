@@ -5,22 +5,44 @@ mirror registration API of the stores.
   per-fact advisory lock), coalesces them per fact, writes the mirrors and acknowledges.
 * :func:`reconcile` (reconcile.py) compares a mirror with Postgres by (fact_id, version)
   in bounded memory and repairs drift.
-* :class:`MirrorsMixin` / :class:`AsyncMirrorsMixin` (mirrors_api.py) give the stores
-  ``add_mirror``, ``remove_mirror``, ``mirror``, ``mirrors``, ``reconcile``, ``requeue``.
+
+The stores' mirror methods (``add_mirror``, ``remove_mirror``, ``mirror``, ``reconcile``,
+``requeue`` …) are plain methods of MemoryStore / AsyncMemoryStore over the registry
+operations of memstate_pg._core.ops.
 
 The SQL lives in sql/sync_queries.sql; the outbox rows are written by the trigger
 ``memstate._enqueue_versions`` of sql/functions.sql.
 """
 
-from .mirrors_api import AsyncMirrorsMixin, MirrorsMixin
-from .reconcile import reconcile
-from .specs import mirror_from_options, parse_mirror_spec
-from .worker import BatchStats, SyncWorker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .reconcile import reconcile
+    from .specs import mirror_from_options, parse_mirror_spec
+    from .worker import BatchStats, SyncWorker
+
+# Loaded on first use (PEP 562): the stores import sync.outbox for the registry queries
+# and must not pull the worker, reconciliation and mirror clients in with it.
+_LAZY = {
+    "BatchStats": "worker",
+    "SyncWorker": "worker",
+    "reconcile": "reconcile",
+    "mirror_from_options": "specs",
+    "parse_mirror_spec": "specs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 __all__ = [
-    "AsyncMirrorsMixin",
     "BatchStats",
-    "MirrorsMixin",
     "SyncWorker",
     "mirror_from_options",
     "parse_mirror_spec",

@@ -36,12 +36,12 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from .._core.ops import check_mirror_name
 from ..errors import NotFound, PermissionDenied
 from ..mirrors.base import Mirror
 from ..models import ReconcileReport
 from . import outbox
 from .apply import changes_for, read_states, write_changes
-from .backfill import check_mirror_name
 from .outbox import NIL_UUID, MirrorConfig, q
 
 __all__ = ["ConnectionFactory", "Progress", "reconcile", "repair_facts"]

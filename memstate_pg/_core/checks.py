@@ -1,0 +1,62 @@
+"""Input checks shared by the operations: ints, limits, commit metadata, fact ids, vectors.
+
+Each raises ValidationFailed with a message a caller can act on; the database checks again
+for SQL callers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from ..errors import ValidationFailed
+from ..types import check_name
+
+INT4_MAX = 2**31 - 1
+INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
+
+
+def check_int(label: str, value: Any, low: int = INT8_MIN, high: int = INT8_MAX) -> int:
+    """An int (not a bool) within [low, high], else ValidationFailed."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValidationFailed(f"{label} must be an int between {low} and {high}")
+    return value
+
+
+_F32_ZERO = 7.006492321624085e-46  # below half the smallest float4 subnormal: stored as 0
+MAX_NORM = 1e19  # pgvector sums squares in float4: a longer vector overflows and scores are NaN
+
+
+def check_directed(vectors: Sequence[Sequence[float]]) -> None:
+    """Cosine similarity needs a direction and a length float4 can square: refuse zero
+    vectors and vectors whose norm would overflow (NaN scores, or never found)."""
+    for i, vec in enumerate(vectors):
+        if not any(abs(x) > _F32_ZERO for x in vec):
+            raise ValidationFailed(
+                f"vector {i} is all zeros: it has no direction to compare by cosine"
+            )
+        if math.fsum(x * x for x in vec) > MAX_NORM**2:
+            raise ValidationFailed(f"vector {i} is too long (norm over {MAX_NORM:g}): normalise it")
+
+
+def check_limit(limit: Any) -> int | None:
+    return None if limit is None else check_int("limit", limit, 0)
+
+
+def check_meta(*, session_id: Any = None, actor: Any = None, reason: Any = None) -> None:
+    """Checks the commit metadata every write carries (text, no NUL, valid Unicode, bounded)."""
+    check_name("session_id", session_id, optional=True)
+    check_name("actor", actor, optional=True)
+    if reason is not None:
+        check_name("reason", reason, limit=2000)
+
+
+def to_uuid(value: Any) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise ValidationFailed(f"{value!r} is not a fact id (UUID)") from None

@@ -1,0 +1,767 @@
+"""The operations of MemoryStore and AsyncMemoryStore, written once.
+
+Each operation is a generator of the request vocabulary in protocol.py: it yields
+`Embed(texts)` when it needs vectors, `Begin()` when the next statements must share one
+transaction, and `Exec(query, params)` for SQL, and receives the result of each. The
+runners in runner.py perform them with psycopg's sync or async API; store.py and aio.py
+are thin public classes over them. So each query, check and rule exists in one place,
+and the two stores cannot drift apart.
+
+Rules of the write path live in SQL (sql/functions.sql); Python validates first (pydantic
+models, NUL bytes, vector shape) so a bad input fails fast with a clear error and before
+any embedding work, and the database checks again for SQL callers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from .. import queries
+from ..embedders import Embedder, HashingEmbedder, check_vectors
+from ..errors import NotFound, PermissionDenied, ValidationFailed
+from ..mirrors.base import Mirror
+from ..models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+from ..sync.outbox import NIL_UUID, MirrorConfig, q
+from ..types import FactType, check_json, check_name, check_text, filter_document, make_type
+from ..vectors import Vec
+from .checks import (
+    INT4_MAX,
+    check_directed,
+    check_int,
+    check_limit,
+    check_meta,
+    to_uuid,
+)
+from .protocol import Begin, Embed, Exec, ExecMany, Op
+
+Q = queries.get
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+# --- row -> model helpers ---------------------------------------------------------------
+
+
+def fact_from_row(row: dict[str, Any]) -> Fact:
+    return Fact(
+        id=row["fact_id"],
+        type=row["type"],
+        payload=row["payload"],
+        namespace=row["namespace"],
+        session_id=row["session_id"],
+        content=row["content"],
+        embedding_model=row["embedding_model"],
+        version=row["version"],
+        commit_seq=row["commit_seq"],
+        created_at=row["created_at"],
+        updated_at=row.get("updated_at"),
+    )
+
+
+def _dt_or_none(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+# --- the shared core -------------------------------------------------------------------
+
+
+class StoreCore:
+    """State and operations shared by MemoryStore and AsyncMemoryStore."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | None = None,
+        namespace: str | None = None,
+        max_payload_bytes: int = 1 << 20,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 64,
+    ) -> None:
+        self.embedder: Embedder = embedder if embedder is not None else HashingEmbedder(dim=384)
+        if namespace is not None:
+            check_name("namespace", namespace)
+        self.namespace = namespace  # a store bound to one namespace refuses every other
+        self.max_payload_bytes = max_payload_bytes
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self._types: dict[str, FactType] = {}
+        self._models_ready: set[str] = set()
+        self._mirrors: dict[str, Mirror] = {}  # Mirror objects of this process, by name
+
+    # -- scope ---------------------------------------------------------------------------
+
+    def _ns(self, namespace: str | None, fact: Fact | None = None) -> str:
+        ns = next(
+            (
+                n
+                for n in (namespace, fact.namespace if fact is not None else None, self.namespace)
+                if n is not None
+            ),
+            "default",
+        )
+        check_name("namespace", ns)
+        if self.namespace is not None and ns != self.namespace:
+            raise PermissionDenied(
+                f"this store is bound to namespace {self.namespace!r}, not {ns!r}"
+            )
+        return ns
+
+    def _held_mirror(self, name: str) -> Mirror | None:
+        return self._mirrors.get(check_mirror_name(name))
+
+    # -- registration --------------------------------------------------------------------
+
+    def _op_register_schema(self, type_name, model, constraint, text_field) -> Op:
+        ftype = make_type(type_name, model, constraint, text_field)
+        yield from self._op_model(self.embedder.model, self.embedder.dim)
+        row = yield Exec(Q("get_type"), {"type": ftype.name})
+        same = row is not None and (
+            row["json_schema"],
+            row["singleton_key"],
+            row["immutable"],
+            row["text_field"],
+        ) == (
+            ftype.json_schema,
+            ftype.constraint.singleton_key,
+            ftype.constraint.immutable,
+            ftype.text_field,
+        )
+        if same:  # already registered as is: no write (app roles may not write types)
+            self._types[ftype.name] = ftype
+            return ftype
+        yield Exec(
+            Q("register_type"),
+            {
+                "type": ftype.name,
+                "json_schema": json.dumps(ftype.json_schema)
+                if ftype.json_schema is not None
+                else None,
+                "singleton_key": ftype.constraint.singleton_key,
+                "immutable": ftype.constraint.immutable,
+                "text_field": ftype.text_field,
+            },
+        )
+        self._types[ftype.name] = ftype
+        return ftype
+
+    def _op_type(self, type_name: str) -> Op:
+        """The type as this process knows it, else as registered in the database."""
+        check_name("type", type_name)
+        ftype = self._types.get(type_name)
+        if ftype is not None:
+            return ftype
+        row = yield Exec(Q("get_type"), {"type": type_name})
+        if row is None:
+            raise ValidationFailed(
+                f"unknown fact type {type_name!r}: register it with register_schema()"
+            )
+        ftype = FactType(
+            row["type"],
+            None,
+            Constraint(singleton_key=row["singleton_key"], immutable=row["immutable"]),
+            row["text_field"],
+            row["json_schema"],
+        )
+        self._types[type_name] = ftype
+        return ftype
+
+    def _op_model(self, model: str, dim: int) -> Op:
+        """Registers the embedding model (and builds its HNSW index) once per store, on a
+        connection of its own: a caller's transaction that rolls back must not take the
+        registration with it while this store believes it done."""
+        if model not in self._models_ready:
+            yield Exec(
+                Q("register_model"),
+                {
+                    "model": model,
+                    "dim": dim,
+                    "m": self.hnsw_m,
+                    "ef_construction": self.hnsw_ef_construction,
+                },
+                autonomous=True,
+            )
+            self._models_ready.add(model)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _prepare_write(self, ftype: FactType, payload: Any, content: str | None) -> tuple[str, str]:
+        clean = ftype.validate(payload)
+        payload_text = check_json("payload", clean, max_bytes=self.max_payload_bytes)
+        text = content if content is not None else ftype.content_of(clean)
+        if not isinstance(text, str):
+            raise ValidationFailed("content must be a string")
+        check_text("content", text)
+        return payload_text, text
+
+    def _op_vectors(
+        self, texts: list[str], given: list[Any] | None = None, model: str | None = None
+    ) -> Op:
+        """Vectors for `texts` (one Embed request for all), or the caller's own vectors."""
+        if given is not None:
+            dim = len(given[0]) if given and hasattr(given[0], "__len__") else 0
+            if model is None or model == self.embedder.model:
+                model, dim = self.embedder.model, self.embedder.dim
+            check_name("embedding_model", model, limit=100)
+            check_vectors(given, dim)
+            vectors = [list(map(float, v)) for v in given]
+            check_directed(vectors)
+            return vectors, model, dim
+        vectors = yield Embed(texts)
+        check_vectors(vectors, self.embedder.dim)
+        check_directed(vectors)
+        return vectors, self.embedder.model, self.embedder.dim
+
+    def _write_params(
+        self,
+        *,
+        ns,
+        ftype,
+        payload_text,
+        content,
+        vec,
+        model,
+        session_id,
+        fact_id,
+        expected_version,
+        actor,
+        reason,
+        idempotency_key,
+        mode,
+    ) -> dict[str, Any]:
+        for label, value in (
+            ("session_id", session_id),
+            ("actor", actor),
+            ("idempotency_key", idempotency_key),
+        ):
+            check_name(label, value, optional=True)
+        if reason is not None:
+            check_name("reason", reason, limit=2000)
+        return {
+            "namespace": ns,
+            "type": ftype.name,
+            "payload": payload_text,
+            "content": content,
+            "embedding": Vec(vec),
+            "model": model,
+            "session_id": session_id,
+            "fact_id": str(fact_id) if fact_id is not None else None,
+            "expected_version": expected_version,
+            "actor": actor,
+            "reason": reason,
+            "idempotency_key": idempotency_key,
+            "mode": mode,
+        }
+
+    def _op_commit(
+        self,
+        fact: Fact,
+        *,
+        namespace=None,
+        session_id=None,
+        actor=None,
+        reason=None,
+        idempotency_key=None,
+        expected_version=None,
+    ) -> Op:
+        if not isinstance(fact, Fact):
+            raise ValidationFailed("commit() takes a Fact")
+        ns = self._ns(namespace, fact)
+        ftype = yield from self._op_type(fact.type)
+        payload_text, content = self._prepare_write(ftype, fact.payload, fact.content)
+        given = [fact.embedding] if fact.embedding is not None else None
+        vectors, model, dim = yield from self._op_vectors([content], given, fact.embedding_model)
+        yield from self._op_model(model, dim)
+        row = yield Exec(
+            Q("write_fact"),
+            self._write_params(
+                ns=ns,
+                ftype=ftype,
+                payload_text=payload_text,
+                content=content,
+                vec=vectors[0],
+                model=model,
+                session_id=session_id if session_id is not None else fact.session_id,
+                fact_id=fact.id,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                mode="put",
+            ),
+        )
+        return row["fact_id"]
+
+    def _op_commit_many(
+        self,
+        facts: Sequence[Fact],
+        *,
+        namespace=None,
+        session_id=None,
+        actor=None,
+        reason=None,
+        idempotency_key=None,
+    ) -> Op:
+        """Many facts, one embedding call, one commit seq, one round trip (pipelined)."""
+        facts = list(facts)
+        if not all(isinstance(f, Fact) for f in facts):
+            raise ValidationFailed("commit_many() takes Facts")
+        if not facts:
+            return []
+        ns = self._ns(namespace, facts[0])
+        prepared = []
+        own = [f.embedding is not None for f in facts]
+        if any(own) and not all(own):
+            raise ValidationFailed("commit_many(): give a vector for every fact or for none")
+        for fact in facts:
+            if self._ns(namespace, fact) != ns:
+                raise ValidationFailed("commit_many() writes one namespace at a time")
+            ftype = yield from self._op_type(fact.type)
+            prepared.append((fact, ftype, *self._prepare_write(ftype, fact.payload, fact.content)))
+        given = [f.embedding for f in facts] if all(own) else None
+        vectors, model, dim = yield from self._op_vectors(
+            [p[3] for p in prepared], given, facts[0].embedding_model
+        )
+        yield from self._op_model(model, dim)
+        yield Begin()
+        opened = yield Exec(
+            Q("open_commit"),
+            {
+                "namespace": ns,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            },
+        )
+        if opened["replayed"]:
+            return [UUID(x) for x in (opened["result"] or [])]
+        params = [
+            self._write_params(
+                ns=ns,
+                ftype=ftype,
+                payload_text=payload_text,
+                content=content,
+                vec=vec,
+                model=model,
+                session_id=session_id if session_id is not None else fact.session_id,
+                fact_id=fact.id,
+                expected_version=None,
+                actor=actor,
+                reason=reason,
+                idempotency_key=None,
+                mode="put",
+            )
+            for (fact, ftype, payload_text, content), vec in zip(prepared, vectors, strict=True)
+        ]
+        rows = yield ExecMany(Q("write_fact"), params)
+        return [r["fact_id"] for r in rows]
+
+    def _op_update(
+        self,
+        fact_id,
+        changes: dict[str, Any],
+        *,
+        expected_version=None,
+        actor=None,
+        reason=None,
+        idempotency_key=None,
+    ) -> Op:
+        if not isinstance(changes, dict):
+            raise ValidationFailed("update() takes a dict of changes: payload, content, session_id")
+        unknown = set(changes) - {"payload", "content", "session_id"}
+        if unknown:
+            raise ValidationFailed(
+                f"update() cannot change {sorted(unknown, key=repr)}: only payload, content, session_id"
+            )
+        fid = to_uuid(fact_id)
+        row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
+        if row is None:
+            raise NotFound(f"no live fact {fid}")
+        current = fact_from_row(row)
+        ftype = yield from self._op_type(current.type)
+        payload = changes.get("payload", current.payload)
+        content = changes.get("content")
+        if content is None and "payload" not in changes:
+            content = current.content
+        payload_text, content = self._prepare_write(ftype, payload, content)
+        vectors, model, dim = yield from self._op_vectors([content])
+        yield from self._op_model(model, dim)
+        row = yield Exec(
+            Q("write_fact"),
+            self._write_params(
+                ns=current.namespace,
+                ftype=ftype,
+                payload_text=payload_text,
+                content=content,
+                vec=vectors[0],
+                model=model,
+                session_id=changes.get("session_id", current.session_id),
+                fact_id=fid,
+                expected_version=expected_version,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                mode="update",
+            ),
+        )
+        return row["version"]
+
+    def _op_delete(
+        self, fact_id, *, expected_version=None, actor=None, reason=None, idempotency_key=None
+    ) -> Op:
+        fid = to_uuid(fact_id)
+        check_meta(actor=actor, reason=reason)
+        check_name("idempotency_key", idempotency_key, optional=True)
+        if self.namespace is not None:
+            row = yield Exec(Q("get_fact"), {"fact_id": str(fid), "namespace": self.namespace})
+            if row is None:
+                raise NotFound(f"no live fact {fid} in namespace {self.namespace!r}")
+        row = yield Exec(
+            Q("delete_fact"),
+            {
+                "fact_id": str(fid),
+                "expected_version": expected_version,
+                "actor": actor,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            },
+        )
+        return row["seq"]
+
+    def _op_open_commit(self, namespace, session_id, actor, reason, idempotency_key) -> Op:
+        ns = self._ns(namespace)
+        for label, value in (
+            ("session_id", session_id),
+            ("actor", actor),
+            ("idempotency_key", idempotency_key),
+        ):
+            check_name(label, value, optional=True)
+        check_meta(reason=reason)
+        row = yield Exec(
+            Q("open_commit"),
+            {
+                "namespace": ns,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            },
+        )
+        return ns, row
+
+    def _op_rollback(
+        self, steps=1, *, namespace=None, session_id=None, actor=None, reason=None
+    ) -> Op:
+        check_int("steps", steps, 1, INT4_MAX)
+        check_meta(session_id=session_id, actor=actor, reason=reason)
+        row = yield Exec(
+            Q("rollback"),
+            {
+                "namespace": self._ns(namespace),
+                "steps": steps,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+            },
+        )
+        return row["seq"]
+
+    def _op_revert(self, seq, *, actor=None, reason=None) -> Op:
+        check_int("seq", seq)
+        check_meta(actor=actor, reason=reason)
+        if self.namespace is not None:
+            rows = yield Exec(Q("commits"), {"namespace": self.namespace, "limit": None}, "all")
+            if not any(r["seq"] == seq for r in rows):
+                raise NotFound(f"no commit {seq} in namespace {self.namespace!r}")
+        row = yield Exec(Q("revert"), {"seq": seq, "actor": actor, "reason": reason})
+        return row["seq"]
+
+    def _op_session(self, which: str, session_id, *, namespace=None, actor=None, reason=None) -> Op:
+        check_name("session_id", session_id)
+        check_meta(actor=actor, reason=reason)
+        row = yield Exec(
+            Q(which),
+            {
+                "namespace": self._ns(namespace),
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+            },
+        )
+        return row["seq"]
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _op_get(self, fact_id) -> Op:
+        row = yield Exec(
+            Q("get_fact"), {"fact_id": str(to_uuid(fact_id)), "namespace": self.namespace}
+        )
+        return fact_from_row(row) if row else None
+
+    def _op_query(
+        self, type=None, filters=None, *, namespace=None, session_id=None, limit=None
+    ) -> Op:
+        if type is not None:
+            check_name("type", type)
+        check_name("session_id", session_id, optional=True)
+        check_limit(limit)
+        doc = filter_document(filters)
+        rows = yield Exec(
+            Q("query_facts"),
+            {
+                "namespace": self._ns(namespace),
+                "type": type,
+                "filter": json.dumps(doc) if doc is not None else None,
+                "session_id": session_id,
+                "limit": limit,
+            },
+            "all",
+        )
+        return [fact_from_row(r) for r in rows]
+
+    def _op_search(
+        self, query, k=5, *, namespace=None, type=None, filters=None, session_id=None
+    ) -> Op:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+            raise ValidationFailed("k must be an int between 1 and 1000")
+        if type is not None:
+            check_name("type", type)
+        check_name("session_id", session_id, optional=True)
+        doc = filter_document(filters)
+        ns = self._ns(namespace)
+        if isinstance(query, str):
+            check_text("query", query)
+            vectors, model, _ = yield from self._op_vectors([query])
+        else:
+            vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
+        rows = yield Exec(
+            Q("search"),
+            {
+                "namespace": ns,
+                "query": Vec(vectors[0]),
+                "k": k,
+                "filter": json.dumps(doc) if doc is not None else None,
+                "type": type,
+                "model": model,
+                "session_id": session_id,
+            },
+            "all",
+        )
+        return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]
+
+    def _op_history(self, fact_id=None, *, namespace=None, limit=None) -> Op:
+        check_limit(limit)
+        if fact_id is not None:
+            rows = yield Exec(
+                Q("history_fact"),
+                {"fact_id": str(to_uuid(fact_id)), "namespace": self.namespace},
+                "all",
+            )
+        else:
+            rows = yield Exec(
+                Q("history_namespace"), {"namespace": self._ns(namespace), "limit": limit}, "all"
+            )
+        return [FactVersion(**r) for r in rows]
+
+    def _op_as_of(self, point, *, namespace=None) -> Op:
+        ns = self._ns(namespace)
+        if isinstance(point, datetime):
+            row = yield Exec(Q("seq_at"), {"namespace": ns, "at": point})
+            seq = row["seq"]
+            if seq is None:
+                return []
+        elif isinstance(point, int) and not isinstance(point, bool):
+            seq = check_int("seq", point)
+        else:
+            raise ValidationFailed("as_of() takes a commit seq (int) or a datetime")
+        rows = yield Exec(Q("as_of"), {"namespace": ns, "seq": seq}, "all")
+        return [fact_from_row(r) for r in rows]
+
+    def _op_commits(self, *, namespace=None, limit=20) -> Op:
+        check_limit(limit)
+        rows = yield Exec(Q("commits"), {"namespace": self._ns(namespace), "limit": limit}, "all")
+        return rows
+
+    def _op_status(self) -> Op:
+        rows = yield Exec(Q("mirror_status"), None, "all")
+        return {r["name"]: MirrorStatus(**r) for r in rows}
+
+
+class TransactionBase:
+    """What a sync and an async transaction share: one open commit (seq) and, when its
+    idempotency key was used before, the earlier results handed back in order."""
+
+    def __init__(
+        self, store: Any, conn: Any, namespace: str, opened: dict[str, Any], session_id: str | None
+    ) -> None:
+        self._store = store
+        self._conn = conn
+        self.namespace = namespace
+        self.session_id = session_id
+        self.seq: int = opened["seq"]
+        self.replayed: bool = opened["replayed"]
+        self._replay = [UUID(x) for x in (opened["result"] or [])]
+
+    @property
+    def connection(self) -> Any:
+        """The connection of this transaction, for your own SQL in the same commit."""
+        return self._conn
+
+    def _replayed(self) -> Any:
+        return self._replay.pop(0) if self._replay else None
+
+
+# --- the mirror registry and backfill ---------------------------------------------------
+# Backfill: registering a mirror on a database that already holds facts enqueues one
+# outbox row per live fact in the mirror's scope, in keyset pages by fact_id, each page its
+# own short transaction (INSERT … SELECT … WHERE NOT EXISTS, sql/sync_queries.sql
+# `backfill_page`). Resumable: a run that stopped half way enqueues, when started again,
+# only the facts that have no pending row for the mirror yet. Changes committed meanwhile
+# are enqueued by the outbox trigger as usual; the odd duplicate row is coalesced by the
+# worker.
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+DEFAULT_PAGE = 5000
+
+
+def check_mirror_name(name: Any) -> str:
+    """A registered mirror's name: 1 to 63 of A-Z a-z 0-9 _ . - (the registry's CHECK)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValidationFailed(f"mirror name {name!r} must be 1 to 63 of A-Z a-z 0-9 _ . -")
+    return name
+
+
+def _names(label: str, values: Sequence[str] | str | None, *, allow_none: bool) -> list[str] | None:
+    if values is None:
+        return None if allow_none else []
+    if isinstance(values, str):
+        values = [values]
+    try:
+        out = list(values)
+    except TypeError:
+        raise ValidationFailed(f"{label} must be a list of strings") from None
+    for value in out:
+        check_name(label, value)
+    if allow_none and not out:
+        raise ValidationFailed(f"{label}=[] would take nothing: pass None for all")
+    return out
+
+
+def register_mirror(
+    mirror: Mirror,
+    name: str | None,
+    *,
+    metadata_fields: Sequence[str] = (),
+    namespaces: Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+) -> Op[Any]:
+    """Insert or update the registry row of a mirror (enabled). Returns its name (default:
+    the mirror's kind)."""
+    if not isinstance(mirror, Mirror):
+        raise ValidationFailed(f"add_mirror() takes a Mirror, not {type(mirror).__name__}")
+    name = mirror.kind if name is None else name
+    check_mirror_name(name)
+    row = yield Exec(
+        q("upsert_mirror"),
+        {
+            "name": name,
+            "kind": mirror.kind,
+            "namespaces": _names("namespaces", namespaces, allow_none=True),
+            "types": _names("types", types, allow_none=True),
+            "metadata_fields": _names("metadata_fields", metadata_fields, allow_none=False),
+            "options": json.dumps(mirror.describe(), default=str),
+        },
+    )
+    assert row is not None
+    return name
+
+
+def mirror_config(name: str) -> Op[Any]:
+    check_mirror_name(name)
+    row = yield Exec(q("mirror_config"), {"name": name})
+    if row is None:
+        raise NotFound(f"no mirror {name!r} in memstate.mirrors")
+    return MirrorConfig.from_row(row)
+
+
+def backfill(
+    name: str,
+    *,
+    page_size: int = DEFAULT_PAGE,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Op[Any]:
+    """Enqueue every live fact in the scope of mirror `name` that has no pending row yet.
+    Returns the number of rows enqueued. `progress(scanned, total)` after every page."""
+    if page_size < 1:
+        raise ValidationFailed("page_size must be at least 1")
+    config: MirrorConfig = yield from mirror_config(name)
+    scope = config.scope_params()
+    total = (yield Exec(q("scope_count"), scope))["n"]
+    if progress is not None:
+        progress(0, total)
+    scanned = queued = 0
+    start, exclude = NIL_UUID, None
+    while True:
+        row = yield Exec(
+            q("backfill_page"),
+            {**scope, "mirror": name, "start": start, "exclude": exclude, "limit": page_size},
+        )
+        if not row["scanned"]:
+            break
+        scanned += row["scanned"]
+        queued += row["queued"]
+        start = exclude = row["last_id"]
+        if progress is not None:
+            progress(scanned, max(total, scanned))
+        if row["scanned"] < page_size:
+            break
+    if queued:
+        yield Exec(q("notify"), None, "none")
+    return queued
+
+
+def remove_mirror(name: str) -> Op[Any]:
+    check_mirror_name(name)
+    row = yield Exec(q("delete_mirror"), {"name": name})
+    if row is None:
+        raise NotFound(f"no mirror {name!r} in memstate.mirrors")
+
+
+def requeue(name: str, *, dead_only: bool = True) -> Op[Any]:
+    """Make dead rows (and, unless dead_only, rows waiting in backoff) ready again, with
+    their attempts reset. Returns how many."""
+    yield from mirror_config(name)
+    row = yield Exec(q("requeue"), {"mirror": name, "dead_only": dead_only})
+    if row["n"]:
+        yield Exec(q("notify"), None, "none")
+    return int(row["n"])
+
+
+def dead_rows(name: str, limit: int = 50) -> Op[Any]:
+    yield from mirror_config(name)
+    rows = yield Exec(q("dead_rows"), {"mirror": name, "limit": limit}, "all")
+    return rows
+
+
+def rebuild_mirror(name: str, config: MirrorConfig) -> Mirror:
+    """A Mirror object for a registered mirror, from the options it stored at registration."""
+    from ..sync.specs import mirror_from_options
+
+    mirror = mirror_from_options(config.kind, config.options)
+    if mirror is None:
+        raise NotFound(
+            f"mirror {name!r} ({config.kind}) has no Mirror object in this process and cannot be "
+            "rebuilt from its options: add_mirror(mirror, name) here, or pass it to SyncWorker"
+        )
+    return mirror
+
+
+def check_mirror_kind(name: str, config: MirrorConfig, mirror: Mirror) -> None:
+    if not isinstance(mirror, Mirror):
+        raise ValidationFailed(f"use_mirror() takes a Mirror, not {type(mirror).__name__}")
+    if config.kind != mirror.kind:
+        raise ValidationFailed(f"mirror {name!r} is registered as {config.kind}, not {mirror.kind}")
