@@ -55,7 +55,7 @@ class AsyncMemoryStore(StoreCore):
         if isinstance(dsn_or_pool, AsyncConnectionPool):
             self._pool = dsn_or_pool
             self._owns_pool = False
-            self.dsn = dsn_or_pool.conninfo
+            self.dsn = dsn_or_pool.conninfo if isinstance(dsn_or_pool.conninfo, str) else ""
         elif isinstance(dsn_or_pool, str):
             self.dsn = dsn_or_pool
             self._pool = AsyncConnectionPool(
@@ -448,10 +448,8 @@ async def _acheck_if_idle(conn: psycopg.AsyncConnection) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-class AsyncTransaction(TransactionBase):
+class AsyncTransaction(TransactionBase["AsyncMemoryStore", psycopg.AsyncConnection[Any]]):
     """One open commit of an AsyncMemoryStore (see store.Transaction)."""
-
-    _conn: psycopg.AsyncConnection
 
     async def commit(
         self, fact: Fact, *, session_id: str | None = None, expected_version: int | None = None

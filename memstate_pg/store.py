@@ -57,7 +57,7 @@ class MemoryStore(StoreCore):
         if isinstance(dsn_or_pool, ConnectionPool):
             self._pool = dsn_or_pool
             self._owns_pool = False
-            self.dsn = dsn_or_pool.conninfo
+            self.dsn = dsn_or_pool.conninfo if isinstance(dsn_or_pool.conninfo, str) else ""
         elif isinstance(dsn_or_pool, str):
             self.dsn = dsn_or_pool
             self._pool = ConnectionPool(
@@ -502,11 +502,9 @@ def connection_kwargs(ef_search: int | None) -> dict[str, Any]:
     return kwargs
 
 
-class Transaction(TransactionBase):
+class Transaction(TransactionBase["MemoryStore", psycopg.Connection[Any]]):
     """One open commit: every change made through it shares one commit seq;
     `connection` runs your own SQL in the same Postgres transaction."""
-
-    _conn: psycopg.Connection
 
     def commit(
         self, fact: Fact, *, session_id: str | None = None, expected_version: int | None = None

@@ -18,12 +18,12 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from .. import queries
 from ..embedders import Embedder, HashingEmbedder, check_vectors
-from ..errors import NotFound, PermissionDenied, ValidationFailed
+from ..errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
 from ..mirrors.base import Mirror
 from ..models import Constraint, Fact, FactVersion, Hit, MirrorStatus
 from ..sync.outbox import NIL_UUID, MirrorConfig, q
@@ -40,6 +40,8 @@ from .checks import (
 from .protocol import Begin, Embed, Exec, ExecMany, Op
 
 Q = queries.get
+StoreT = TypeVar("StoreT")
+ConnT = TypeVar("ConnT")
 ProgressFn = Callable[[int, "int | None"], None]
 
 
@@ -115,7 +117,9 @@ class StoreCore:
 
     # -- registration --------------------------------------------------------------------
 
-    def _op_register_schema(self, type_name, model, constraint, text_field) -> Op:
+    def _op_register_schema(
+        self, type_name: str, model: Any, constraint: Constraint | None, text_field: str | None
+    ) -> Op[FactType]:
         ftype = make_type(type_name, model, constraint, text_field)
         yield from self._op_model(self.embedder.model, self.embedder.dim)
         row = yield Exec(Q("get_type"), {"type": ftype.name})
@@ -148,7 +152,7 @@ class StoreCore:
         self._types[ftype.name] = ftype
         return ftype
 
-    def _op_type(self, type_name: str) -> Op:
+    def _op_type(self, type_name: str) -> Op[FactType]:
         """The type as this process knows it, else as registered in the database."""
         check_name("type", type_name)
         ftype = self._types.get(type_name)
@@ -169,7 +173,7 @@ class StoreCore:
         self._types[type_name] = ftype
         return ftype
 
-    def _op_model(self, model: str, dim: int) -> Op:
+    def _op_model(self, model: str, dim: int) -> Op[None]:
         """Registers the embedding model (and builds its HNSW index) once per store, on a
         connection of its own: a caller's transaction that rolls back must not take the
         registration with it while this store believes it done."""
@@ -199,7 +203,7 @@ class StoreCore:
 
     def _op_vectors(
         self, texts: list[str], given: list[Any] | None = None, model: str | None = None
-    ) -> Op:
+    ) -> Op[tuple[list[list[float]], str, int]]:
         """Vectors for `texts` (one Embed request for all), or the caller's own vectors."""
         if given is not None:
             dim = len(given[0]) if given and hasattr(given[0], "__len__") else 0
@@ -218,19 +222,19 @@ class StoreCore:
     def _write_params(
         self,
         *,
-        ns,
-        ftype,
-        payload_text,
-        content,
-        vec,
-        model,
-        session_id,
-        fact_id,
-        expected_version,
-        actor,
-        reason,
-        idempotency_key,
-        mode,
+        ns: str,
+        ftype: FactType,
+        payload_text: str,
+        content: str,
+        vec: list[float],
+        model: str,
+        session_id: str | None,
+        fact_id: UUID | str | None,
+        expected_version: int | None,
+        actor: str | None,
+        reason: str | None,
+        idempotency_key: str | None,
+        mode: str,
     ) -> dict[str, Any]:
         for label, value in (
             ("session_id", session_id),
@@ -260,13 +264,13 @@ class StoreCore:
         self,
         fact: Fact,
         *,
-        namespace=None,
-        session_id=None,
-        actor=None,
-        reason=None,
-        idempotency_key=None,
-        expected_version=None,
-    ) -> Op:
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Op[UUID]:
         if not isinstance(fact, Fact):
             raise ValidationFailed("commit() takes a Fact")
         ns = self._ns(namespace, fact)
@@ -293,18 +297,19 @@ class StoreCore:
                 mode="put",
             ),
         )
-        return row["fact_id"]
+        fact_id: UUID = row["fact_id"]
+        return fact_id
 
     def _op_commit_many(
         self,
         facts: Sequence[Fact],
         *,
-        namespace=None,
-        session_id=None,
-        actor=None,
-        reason=None,
-        idempotency_key=None,
-    ) -> Op:
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[list[UUID]]:
         """Many facts, one embedding call, one commit seq, one round trip (pipelined)."""
         facts = list(facts)
         if not all(isinstance(f, Fact) for f in facts):
@@ -362,14 +367,14 @@ class StoreCore:
 
     def _op_update(
         self,
-        fact_id,
+        fact_id: UUID | str,
         changes: dict[str, Any],
         *,
-        expected_version=None,
-        actor=None,
-        reason=None,
-        idempotency_key=None,
-    ) -> Op:
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[int]:
         if not isinstance(changes, dict):
             raise ValidationFailed("update() takes a dict of changes: payload, content, session_id")
         unknown = set(changes) - {"payload", "content", "session_id"}
@@ -393,7 +398,7 @@ class StoreCore:
         row = yield Exec(
             Q("write_fact"),
             self._write_params(
-                ns=current.namespace,
+                ns=row["namespace"],
                 ftype=ftype,
                 payload_text=payload_text,
                 content=content,
@@ -408,11 +413,18 @@ class StoreCore:
                 mode="update",
             ),
         )
-        return row["version"]
+        version: int = row["version"]
+        return version
 
     def _op_delete(
-        self, fact_id, *, expected_version=None, actor=None, reason=None, idempotency_key=None
-    ) -> Op:
+        self,
+        fact_id: UUID | str,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[int]:
         fid = to_uuid(fact_id)
         check_meta(actor=actor, reason=reason)
         check_name("idempotency_key", idempotency_key, optional=True)
@@ -430,9 +442,17 @@ class StoreCore:
                 "idempotency_key": idempotency_key,
             },
         )
-        return row["seq"]
+        seq: int = row["seq"]
+        return seq
 
-    def _op_open_commit(self, namespace, session_id, actor, reason, idempotency_key) -> Op:
+    def _op_open_commit(
+        self,
+        namespace: str | None,
+        session_id: str | None,
+        actor: str | None,
+        reason: str | None,
+        idempotency_key: str | None,
+    ) -> Op[tuple[str, dict[str, Any]]]:
         ns = self._ns(namespace)
         for label, value in (
             ("session_id", session_id),
@@ -454,8 +474,14 @@ class StoreCore:
         return ns, row
 
     def _op_rollback(
-        self, steps=1, *, namespace=None, session_id=None, actor=None, reason=None
-    ) -> Op:
+        self,
+        steps: int = 1,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Op[int]:
         check_int("steps", steps, 1, INT4_MAX)
         check_meta(session_id=session_id, actor=actor, reason=reason)
         row = yield Exec(
@@ -468,9 +494,12 @@ class StoreCore:
                 "reason": reason,
             },
         )
-        return row["seq"]
+        seq: int = row["seq"]
+        return seq
 
-    def _op_revert(self, seq, *, actor=None, reason=None) -> Op:
+    def _op_revert(
+        self, seq: int, *, actor: str | None = None, reason: str | None = None
+    ) -> Op[int]:
         check_int("seq", seq)
         check_meta(actor=actor, reason=reason)
         if self.namespace is not None:
@@ -478,9 +507,18 @@ class StoreCore:
             if not any(r["seq"] == seq for r in rows):
                 raise NotFound(f"no commit {seq} in namespace {self.namespace!r}")
         row = yield Exec(Q("revert"), {"seq": seq, "actor": actor, "reason": reason})
-        return row["seq"]
+        done: int = row["seq"]
+        return done
 
-    def _op_session(self, which: str, session_id, *, namespace=None, actor=None, reason=None) -> Op:
+    def _op_session(
+        self,
+        which: str,
+        session_id: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Op[int | None]:
         check_name("session_id", session_id)
         check_meta(actor=actor, reason=reason)
         row = yield Exec(
@@ -492,19 +530,26 @@ class StoreCore:
                 "reason": reason,
             },
         )
-        return row["seq"]
+        seq: int | None = row["seq"]
+        return seq
 
     # -- reads ---------------------------------------------------------------------------
 
-    def _op_get(self, fact_id) -> Op:
+    def _op_get(self, fact_id: UUID | str) -> Op[Fact | None]:
         row = yield Exec(
             Q("get_fact"), {"fact_id": str(to_uuid(fact_id)), "namespace": self.namespace}
         )
         return fact_from_row(row) if row else None
 
     def _op_query(
-        self, type=None, filters=None, *, namespace=None, session_id=None, limit=None
-    ) -> Op:
+        self,
+        type: str | None = None,
+        filters: dict[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        session_id: str | None = None,
+        limit: int | None = None,
+    ) -> Op[list[Fact]]:
         if type is not None:
             check_name("type", type)
         check_name("session_id", session_id, optional=True)
@@ -524,8 +569,15 @@ class StoreCore:
         return [fact_from_row(r) for r in rows]
 
     def _op_search(
-        self, query, k=5, *, namespace=None, type=None, filters=None, session_id=None
-    ) -> Op:
+        self,
+        query: str | Sequence[float],
+        k: int = 5,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        filters: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> Op[list[Hit]]:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
             raise ValidationFailed("k must be an int between 1 and 1000")
         if type is not None:
@@ -553,7 +605,13 @@ class StoreCore:
         )
         return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]
 
-    def _op_history(self, fact_id=None, *, namespace=None, limit=None) -> Op:
+    def _op_history(
+        self,
+        fact_id: UUID | str | None = None,
+        *,
+        namespace: str | None = None,
+        limit: int | None = None,
+    ) -> Op[list[FactVersion]]:
         check_limit(limit)
         if fact_id is not None:
             rows = yield Exec(
@@ -567,7 +625,7 @@ class StoreCore:
             )
         return [FactVersion(**r) for r in rows]
 
-    def _op_as_of(self, point, *, namespace=None) -> Op:
+    def _op_as_of(self, point: int | datetime, *, namespace: str | None = None) -> Op[list[Fact]]:
         ns = self._ns(namespace)
         if isinstance(point, datetime):
             row = yield Exec(Q("seq_at"), {"namespace": ns, "at": point})
@@ -581,22 +639,30 @@ class StoreCore:
         rows = yield Exec(Q("as_of"), {"namespace": ns, "seq": seq}, "all")
         return [fact_from_row(r) for r in rows]
 
-    def _op_commits(self, *, namespace=None, limit=20) -> Op:
+    def _op_commits(
+        self, *, namespace: str | None = None, limit: int | None = 20
+    ) -> Op[list[dict[str, Any]]]:
         check_limit(limit)
         rows = yield Exec(Q("commits"), {"namespace": self._ns(namespace), "limit": limit}, "all")
-        return rows
+        commits: list[dict[str, Any]] = rows
+        return commits
 
-    def _op_status(self) -> Op:
+    def _op_status(self) -> Op[dict[str, MirrorStatus]]:
         rows = yield Exec(Q("mirror_status"), None, "all")
         return {r["name"]: MirrorStatus(**r) for r in rows}
 
 
-class TransactionBase:
+class TransactionBase(Generic[StoreT, ConnT]):
     """What a sync and an async transaction share: one open commit (seq) and, when its
     idempotency key was used before, the earlier results handed back in order."""
 
     def __init__(
-        self, store: Any, conn: Any, namespace: str, opened: dict[str, Any], session_id: str | None
+        self,
+        store: StoreT,
+        conn: ConnT,
+        namespace: str,
+        opened: dict[str, Any],
+        session_id: str | None,
     ) -> None:
         self._store = store
         self._conn = conn
@@ -607,12 +673,18 @@ class TransactionBase:
         self._replay = [UUID(x) for x in (opened["result"] or [])]
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> ConnT:
         """The connection of this transaction, for your own SQL in the same commit."""
         return self._conn
 
-    def _replayed(self) -> Any:
-        return self._replay.pop(0) if self._replay else None
+    def _replayed(self) -> UUID:
+        """The next result the first run of this idempotent transaction recorded."""
+        if not self._replay:
+            raise ConflictError(
+                f"commit {self.seq} was already made with this idempotency key and wrote fewer "
+                "facts than this retry: a retry must repeat the same writes (or use a new key)"
+            )
+        return self._replay.pop(0)
 
 
 # --- the mirror registry and backfill ---------------------------------------------------
@@ -658,7 +730,7 @@ def register_mirror(
     metadata_fields: Sequence[str] = (),
     namespaces: Sequence[str] | None = None,
     types: Sequence[str] | None = None,
-) -> Op[Any]:
+) -> Op[str]:
     """Insert or update the registry row of a mirror (enabled). Returns its name (default:
     the mirror's kind)."""
     if not isinstance(mirror, Mirror):
@@ -680,7 +752,7 @@ def register_mirror(
     return name
 
 
-def mirror_config(name: str) -> Op[Any]:
+def mirror_config(name: str) -> Op[MirrorConfig]:
     check_mirror_name(name)
     row = yield Exec(q("mirror_config"), {"name": name})
     if row is None:
@@ -693,7 +765,7 @@ def backfill(
     *,
     page_size: int = DEFAULT_PAGE,
     progress: Callable[[int, int | None], None] | None = None,
-) -> Op[Any]:
+) -> Op[int]:
     """Enqueue every live fact in the scope of mirror `name` that has no pending row yet.
     Returns the number of rows enqueued. `progress(scanned, total)` after every page."""
     if page_size < 1:
@@ -724,14 +796,14 @@ def backfill(
     return queued
 
 
-def remove_mirror(name: str) -> Op[Any]:
+def remove_mirror(name: str) -> Op[None]:
     check_mirror_name(name)
     row = yield Exec(q("delete_mirror"), {"name": name})
     if row is None:
         raise NotFound(f"no mirror {name!r} in memstate.mirrors")
 
 
-def requeue(name: str, *, dead_only: bool = True) -> Op[Any]:
+def requeue(name: str, *, dead_only: bool = True) -> Op[int]:
     """Make dead rows (and, unless dead_only, rows waiting in backoff) ready again, with
     their attempts reset. Returns how many."""
     yield from mirror_config(name)
@@ -741,10 +813,11 @@ def requeue(name: str, *, dead_only: bool = True) -> Op[Any]:
     return int(row["n"])
 
 
-def dead_rows(name: str, limit: int = 50) -> Op[Any]:
+def dead_rows(name: str, limit: int = 50) -> Op[list[dict[str, Any]]]:
     yield from mirror_config(name)
     rows = yield Exec(q("dead_rows"), {"mirror": name, "limit": limit}, "all")
-    return rows
+    dead: list[dict[str, Any]] = rows
+    return dead
 
 
 def rebuild_mirror(name: str, config: MirrorConfig) -> Mirror:

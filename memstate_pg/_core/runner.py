@@ -89,26 +89,26 @@ def _attempt(request: Attempt[Any], st: _State, c: psycopg.Connection) -> Outcom
         with contextlib.ExitStack() as stack, c.transaction():
             value = _drive(request.op, _State(st.pool, st.embedder, stack, st.caller, c, True))
         return Outcome(value)
-    except MemStateError as err:
-        return Outcome(error=err)
+    except MemStateError as refused:
+        return Outcome(error=refused)
     except psycopg.Error as exc:
-        err = translate(exc)
-        if not isinstance(err, MemStateError):
+        translated = translate(exc)
+        if not isinstance(translated, MemStateError):
             raise
-        return Outcome(error=err)
+        return Outcome(error=translated)
 
 
 def execute(conn: psycopg.Connection, request: Exec | ExecMany) -> Any:
     with conn.cursor(row_factory=dict_row) as cur:
         if isinstance(request, ExecMany):
-            cur.executemany(request.query, request.params, returning=True)  # type: ignore[arg-type]
+            cur.executemany(request.query, request.params, returning=True)
             rows = []
             while True:
                 rows.append(cur.fetchone())
                 if not cur.nextset():
                     break
             return rows
-        cur.execute(request.query, request.params)  # type: ignore[arg-type]
+        cur.execute(request.query, request.params)
         if request.fetch == "none":
             return None
         if request.fetch == "all":
@@ -190,26 +190,26 @@ async def _aattempt(
             sub = _AsyncState(st.pool, st.embedder, stack, st.caller, c, True)
             value = await _adrive(request.op, sub)
         return Outcome(value)
-    except MemStateError as err:
-        return Outcome(error=err)
+    except MemStateError as refused:
+        return Outcome(error=refused)
     except psycopg.Error as exc:
-        err = translate(exc)
-        if not isinstance(err, MemStateError):
+        translated = translate(exc)
+        if not isinstance(translated, MemStateError):
             raise
-        return Outcome(error=err)
+        return Outcome(error=translated)
 
 
 async def aexecute(conn: psycopg.AsyncConnection, request: Exec | ExecMany) -> Any:
     async with conn.cursor(row_factory=dict_row) as cur:
         if isinstance(request, ExecMany):
-            await cur.executemany(request.query, request.params, returning=True)  # type: ignore[arg-type]
+            await cur.executemany(request.query, request.params, returning=True)
             rows = []
             while True:
                 rows.append(await cur.fetchone())
                 if not cur.nextset():
                     break
             return rows
-        await cur.execute(request.query, request.params)  # type: ignore[arg-type]
+        await cur.execute(request.query, request.params)
         if request.fetch == "none":
             return None
         if request.fetch == "all":

@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from memstate_pg import Fact, MemoryStore, MemStateError, security
-from memstate_pg.vectors import vector_text
 from memstate_pg.mirrors.memory import InMemoryMirror
+from memstate_pg.vectors import vector_text
 from tests.integration.test_rls import with_user
 
 # --- budget and bookkeeping ------------------------------------------------------------------
