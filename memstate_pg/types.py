@@ -48,11 +48,20 @@ class FactType:
             ) from None
 
     def content_of(self, payload: dict[str, Any]) -> str:
-        """Same rule as memstate.derive_content: payload[text_field] when it is a string,
-        else the payload's JSON text."""
-        if self.text_field is not None and isinstance(payload.get(self.text_field), str):
-            return payload[self.text_field]
+        """Same rule as memstate.derive_content: payload[text_field] when it is a string;
+        without a text_field, payload["content"] or payload["text"] when a string; else the
+        payload's JSON text."""
+        keys = (self.text_field,) if self.text_field is not None else ("content", "text")
+        for key in keys:
+            value = payload.get(key)
+            if isinstance(value, str):
+                return value
         return json.dumps(payload, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def schemaless(cls, name: str) -> FactType:
+        """A type nobody registered: any JSON object, no singleton key, mutable."""
+        return cls(name, None, Constraint(), None, None)
 
 
 def make_type(

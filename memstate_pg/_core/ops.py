@@ -15,6 +15,7 @@ any embedding work, and the database checks again for SQL callers.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -40,6 +41,22 @@ from .checks import (
 from .protocol import Begin, Embed, Exec, ExecMany, Op
 
 Q = queries.get
+logger = logging.getLogger("memstate_pg")
+_warned_default_embedder = False
+
+
+def _warn_default_embedder() -> None:
+    """Once per process: a store made without an embedder does not search by meaning."""
+    global _warned_default_embedder
+    if not _warned_default_embedder:
+        _warned_default_embedder = True
+        logger.warning(
+            "no embedder given: using HashingEmbedder, a deterministic test embedder that "
+            "matches words, not meaning; pass embedder=SentenceTransformerEmbedder(...) or "
+            "OpenAIEmbedder(...) for semantic search (or HashingEmbedder() to silence this)"
+        )
+
+
 StoreT = TypeVar("StoreT")
 ConnT = TypeVar("ConnT")
 ProgressFn = Callable[[int, "int | None"], None]
@@ -82,14 +99,21 @@ class StoreCore:
         max_payload_bytes: int = 1 << 20,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 64,
+        strict_types: bool = False,
     ) -> None:
-        self.embedder: Embedder = embedder if embedder is not None else HashingEmbedder(dim=384)
+        if embedder is None:
+            _warn_default_embedder()
+            embedder = HashingEmbedder(dim=384)
+        self.embedder: Embedder = embedder
         if namespace is not None:
             check_name("namespace", namespace)
         self.namespace = namespace  # a store bound to one namespace refuses every other
         self.max_payload_bytes = max_payload_bytes
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
+        # schemaless by default: a type nobody registered is stored as given; strict_types
+        # refuses it (as the database does for SQL callers with config strict_types)
+        self.strict_types = strict_types
         self._types: dict[str, FactType] = {}
         self._models_ready: set[str] = set()
         self._mirrors: dict[str, Mirror] = {}  # Mirror objects of this process, by name
@@ -160,9 +184,14 @@ class StoreCore:
             return ftype
         row = yield Exec(Q("get_type"), {"type": type_name})
         if row is None:
-            raise ValidationFailed(
-                f"unknown fact type {type_name!r}: register it with register_schema()"
-            )
+            if self.strict_types:
+                raise ValidationFailed(
+                    f"unknown fact type {type_name!r}: register it with register_schema() "
+                    "(this store was made with strict_types=True)"
+                )
+            ftype = FactType.schemaless(type_name)
+            self._types[type_name] = ftype
+            return ftype
         ftype = FactType(
             row["type"],
             None,

@@ -23,15 +23,31 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
 $$;
 
 -- The text that gets embedded when the caller gives none: payload[text_field] when that is a
--- string, else the payload's JSON text. (The Python API derives the same way before embedding.)
+-- string; without a text_field, payload.content or payload.text when a string; else the
+-- payload's JSON text. (The Python API derives the same way before embedding.)
 CREATE OR REPLACE FUNCTION memstate.derive_content(p_text_field text, p_payload jsonb)
 RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN p_text_field IS NOT NULL AND jsonb_typeof(p_payload -> p_text_field) = 'string'
             THEN p_payload ->> p_text_field
+        WHEN p_text_field IS NULL AND jsonb_typeof(p_payload -> 'content') = 'string'
+            THEN p_payload ->> 'content'
+        WHEN p_text_field IS NULL AND jsonb_typeof(p_payload -> 'text') = 'string'
+            THEN p_payload ->> 'text'
         ELSE p_payload::text
     END
 $$;
+
+-- Schemaless by default: a fact type nobody registered is stored as given (a JSON object,
+-- no singleton key, mutable). With config strict_types = true it is refused instead.
+CREATE OR REPLACE FUNCTION memstate._unknown_type(p_type text)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF coalesce((SELECT value = 'true'::jsonb FROM memstate.config WHERE key = 'strict_types'), false) THEN
+        PERFORM memstate._fail('MSV01', format('unknown fact type %L: register it first '
+                                               '(this database refuses unregistered types: strict_types)', p_type));
+    END IF;
+END $$;
 
 -- Checks a payload against the subset of JSON Schema that describes its shape: the payload
 -- is an object, `required` keys are present, each property's JSON type is allowed
@@ -169,7 +185,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_type FROM memstate.types WHERE type = NEW.type;
     IF NOT FOUND THEN
-        PERFORM memstate._fail('MSV01', format('unknown fact type %L: register it first', NEW.type));
+        PERFORM memstate._unknown_type(NEW.type);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.embedding_model IS DISTINCT FROM OLD.embedding_model
        OR NEW.embedding IS DISTINCT FROM OLD.embedding THEN
@@ -379,7 +395,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_type FROM memstate.types t WHERE t.type = p_type;
     IF NOT FOUND THEN
-        PERFORM memstate._fail('MSV01', format('unknown fact type %L: register it first', p_type));
+        PERFORM memstate._unknown_type(p_type);
     END IF;
     PERFORM memstate.validate_payload(v_type.json_schema, p_payload);
     IF octet_length(p_payload::text) > memstate._config_int('max_payload_bytes') THEN

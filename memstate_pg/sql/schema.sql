@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS memstate.config (
 INSERT INTO memstate.config (key, value) VALUES
     ('max_payload_bytes', '1048576'),
     ('max_content_bytes', '1048576'),
-    ('search_exact_max', '2000')
+    ('search_exact_max', '2000'),
+    ('strict_types', 'false')  -- true: unregistered fact types are refused (else stored as given)
 ON CONFLICT (key) DO NOTHING;
 
 -- Embedding models: a vector space with a fixed dimension. Each model gets its own partial
@@ -86,7 +87,7 @@ CREATE INDEX IF NOT EXISTS fact_versions_ns_seq ON memstate.fact_versions (names
 CREATE TABLE IF NOT EXISTS memstate.facts (
     fact_id         uuid PRIMARY KEY,
     namespace       text   NOT NULL,
-    type            text   NOT NULL REFERENCES memstate.types (type),
+    type            text   NOT NULL,  -- registered in memstate.types, or schemaless
     session_id      text,
     payload         jsonb  NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
     content         text   NOT NULL,

@@ -41,6 +41,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
+
 __all__ = [
     "BatchStats",
     "SyncWorker",

@@ -27,7 +27,6 @@ def base(mem: MemoryStore, dsn: str):
 
 
 BAD_COMMITS = {
-    "unknown type": dict(fact=Fact(type="nope", payload={"a": 1})),
     "invalid payload": dict(fact=Fact(type="profile", payload={"field": "city"})),
     "wrong payload type": dict(
         fact=Fact(type="profile", payload={"field": "city", "value": ["x"]})

@@ -56,7 +56,6 @@ def test_sql_refusals_write_nothing(conn):
     before = versions()
     cases = [
         ("note", '{"text":"x"}', "[1,0]"),  # wrong dimension
-        ("nope", '{"text":"x"}', V1),  # unknown type
         ("profile", '{"field":"city"}', V1),  # missing required field
         ("profile", '{"field":"city","value":3}', V1),  # wrong JSON type
         ("profile", '{"field":"city","value":"x","age":1.5}', V1),  # integer expected
