@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -23,11 +23,12 @@ from ._core import ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.protocol import Op
 from ._core.runner import run_async
+from .dsn import libpq_dsn
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
-from .store import IDLE_CHECK_AFTER, connection_kwargs
+from .store import IDLE_CHECK_AFTER, ConnectHealth, connection_kwargs
 from .vectors import aconfigure_connection
 
 T = TypeVar("T")
@@ -49,20 +50,26 @@ class AsyncMemoryStore(StoreCore):
         min_size: int = 1,
         max_size: int = 10,
         ef_search: int | None = None,
+        connect_timeout: float = 5,
+        strict_types: bool = False,
         **options: Any,
     ) -> None:
-        super().__init__(embedder=embedder, namespace=namespace, **options)
+        super().__init__(
+            embedder=embedder, namespace=namespace, strict_types=strict_types, **options
+        )
+        self._health = ConnectHealth(connect_timeout, watched=isinstance(dsn_or_pool, str))
         if isinstance(dsn_or_pool, AsyncConnectionPool):
             self._pool = dsn_or_pool
             self._owns_pool = False
             self.dsn = dsn_or_pool.conninfo if isinstance(dsn_or_pool.conninfo, str) else ""
         elif isinstance(dsn_or_pool, str):
-            self.dsn = dsn_or_pool
+            self.dsn = dsn_or_pool = libpq_dsn(dsn_or_pool)
             self._pool = AsyncConnectionPool(
                 dsn_or_pool,
                 min_size=min_size,
                 max_size=max_size,
-                kwargs=connection_kwargs(ef_search),
+                kwargs=connection_kwargs(ef_search, dsn_or_pool, connect_timeout),
+                connection_class=self._health.async_connection_class(psycopg.AsyncConnection),
                 configure=self._configure_connection,
                 check=_acheck_if_idle,
                 reset=_amark_returned,
@@ -133,8 +140,26 @@ class AsyncMemoryStore(StoreCore):
     async def _run(self, op: Op[T], conn: psycopg.AsyncConnection | None = None) -> T:
         """Perform an operation's requests (see memstate_pg._core.runner)."""
         return await run_async(
-            op, pool=self._pool, embedder=self.embedder, conn=conn, open_pool=self._owns_pool
+            op,
+            pool=self._pool,
+            embedder=self.embedder,
+            conn=conn,
+            open_pool=self._owns_pool,
+            timeout=self._wait_for(),
         )
+
+    async def _read(self, make: Callable[[], Op[T]]) -> T:
+        return await run_async(
+            make(),
+            pool=self._pool,
+            embedder=self.embedder,
+            open_pool=self._owns_pool,
+            again=make,
+            timeout=self._wait_for(),
+        )
+
+    def _wait_for(self) -> float | None:
+        return self._health.wait_for()
 
     async def register_schema(
         self,
@@ -313,7 +338,7 @@ class AsyncMemoryStore(StoreCore):
         )
 
     async def get(self, fact_id: UUID | str) -> Fact | None:
-        return await self._run(self._op_get(fact_id))
+        return await self._read(lambda: self._op_get(fact_id))
 
     async def query(
         self,
@@ -324,8 +349,10 @@ class AsyncMemoryStore(StoreCore):
         session_id: str | None = None,
         limit: int | None = None,
     ) -> list[Fact]:
-        return await self._run(
-            self._op_query(type, filters, namespace=namespace, session_id=session_id, limit=limit)
+        return await self._read(
+            lambda: self._op_query(
+                type, filters, namespace=namespace, session_id=session_id, limit=limit
+            )
         )
 
     async def search(
@@ -338,8 +365,8 @@ class AsyncMemoryStore(StoreCore):
         filters: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> list[Hit]:
-        return await self._run(
-            self._op_search(
+        return await self._read(
+            lambda: self._op_search(
                 query, k, namespace=namespace, type=type, filters=filters, session_id=session_id
             )
         )
@@ -351,18 +378,18 @@ class AsyncMemoryStore(StoreCore):
         namespace: str | None = None,
         limit: int | None = None,
     ) -> list[FactVersion]:
-        return await self._run(self._op_history(fid, namespace=namespace, limit=limit))
+        return await self._read(lambda: self._op_history(fid, namespace=namespace, limit=limit))
 
     async def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
-        return await self._run(self._op_as_of(point, namespace=namespace))
+        return await self._read(lambda: self._op_as_of(point, namespace=namespace))
 
     async def commits(
         self, *, namespace: str | None = None, limit: int = 20
     ) -> list[dict[str, Any]]:
-        return await self._run(self._op_commits(namespace=namespace, limit=limit))
+        return await self._read(lambda: self._op_commits(namespace=namespace, limit=limit))
 
     async def status(self) -> dict[str, MirrorStatus]:
-        return await self._run(self._op_status())
+        return await self._read(lambda: self._op_status())
 
     # -- mirrors (see MemoryStore) ----------------------------------------------------------
 

@@ -8,13 +8,15 @@ connection (autocommit; a call that needs several statements opens a transaction
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from . import migrations
@@ -22,6 +24,7 @@ from ._core import ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.protocol import Op
 from ._core.runner import run
+from .dsn import libpq_dsn
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
@@ -29,6 +32,8 @@ from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileR
 from .vectors import configure_connection
 
 T = TypeVar("T")
+C = TypeVar("C", bound=psycopg.Connection[Any])
+AC = TypeVar("AC", bound=psycopg.AsyncConnection[Any])
 
 
 class MemoryStore(StoreCore):
@@ -48,23 +53,32 @@ class MemoryStore(StoreCore):
         min_size: int = 1,
         max_size: int = 10,
         ef_search: int | None = None,
+        connect_timeout: float = 5,
+        strict_types: bool = False,
         **options: Any,
     ) -> None:
         """`ef_search`: pgvector's hnsw.ef_search for this store's connections (default
         40): higher finds more true neighbours and costs latency. `hnsw_m` and
-        `hnsw_ef_construction` (16, 64) shape the index built for a new embedding model."""
-        super().__init__(embedder=embedder, namespace=namespace, **options)
+        `hnsw_ef_construction` (16, 64) shape the index built for a new embedding model.
+        `connect_timeout`: seconds one connection attempt may take (unless the DSN sets
+        connect_timeout); a store that cannot reach its server says why within about that.
+        `strict_types`: refuse fact types nobody registered (default: store them as given)."""
+        super().__init__(
+            embedder=embedder, namespace=namespace, strict_types=strict_types, **options
+        )
+        self._health = ConnectHealth(connect_timeout, watched=isinstance(dsn_or_pool, str))
         if isinstance(dsn_or_pool, ConnectionPool):
             self._pool = dsn_or_pool
             self._owns_pool = False
             self.dsn = dsn_or_pool.conninfo if isinstance(dsn_or_pool.conninfo, str) else ""
         elif isinstance(dsn_or_pool, str):
-            self.dsn = dsn_or_pool
+            self.dsn = dsn_or_pool = libpq_dsn(dsn_or_pool)
             self._pool = ConnectionPool(
                 dsn_or_pool,
                 min_size=min_size,
                 max_size=max_size,
-                kwargs=connection_kwargs(ef_search),
+                kwargs=connection_kwargs(ef_search, dsn_or_pool, connect_timeout),
+                connection_class=self._health.connection_class(psycopg.Connection),
                 configure=self._configure_connection,
                 check=_check_if_idle,  # no dead connection handed out after a restart
                 reset=_mark_returned,
@@ -127,9 +141,20 @@ class MemoryStore(StoreCore):
 
     # -- the runner ----------------------------------------------------------------------
 
-    def _run(self, op: Op[T], conn: psycopg.Connection | None = None) -> T:
+    def _run(self, op: Op[T], conn: psycopg.Connection[Any] | None = None) -> T:
         """Perform an operation's requests (see memstate_pg._core.runner)."""
-        return run(op, pool=self._pool, embedder=self.embedder, conn=conn)
+        return run(op, pool=self._pool, embedder=self.embedder, conn=conn, timeout=self._wait_for())
+
+    def _read(self, make: Callable[[], Op[T]]) -> T:
+        """Run a read, once more if the connection turns out dead (a server restart)."""
+        return run(
+            make(), pool=self._pool, embedder=self.embedder, again=make, timeout=self._wait_for()
+        )
+
+    def _wait_for(self) -> float | None:
+        """While the pool holds no connection at all (server down, wrong DSN), wait only
+        as long as one connection attempt may take, then say why; else the pool's timeout."""
+        return self._health.wait_for()
 
     # -- registration --------------------------------------------------------------------
 
@@ -328,7 +353,7 @@ class MemoryStore(StoreCore):
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, fact_id: UUID | str) -> Fact | None:
-        return self._run(self._op_get(fact_id))
+        return self._read(lambda: self._op_get(fact_id))
 
     def query(
         self,
@@ -340,8 +365,10 @@ class MemoryStore(StoreCore):
         limit: int | None = None,
     ) -> list[Fact]:
         """Live facts by type and equality filters on payload paths (GIN-indexed `@>`)."""
-        return self._run(
-            self._op_query(type, filters, namespace=namespace, session_id=session_id, limit=limit)
+        return self._read(
+            lambda: self._op_query(
+                type, filters, namespace=namespace, session_id=session_id, limit=limit
+            )
         )
 
     def search(
@@ -355,8 +382,8 @@ class MemoryStore(StoreCore):
         session_id: str | None = None,
     ) -> list[Hit]:
         """Nearest live facts by cosine similarity (score: higher is closer)."""
-        return self._run(
-            self._op_search(
+        return self._read(
+            lambda: self._op_search(
                 query, k, namespace=namespace, type=type, filters=filters, session_id=session_id
             )
         )
@@ -369,19 +396,19 @@ class MemoryStore(StoreCore):
         limit: int | None = None,
     ) -> list[FactVersion]:
         """Every version of one fact, or of a namespace, oldest first."""
-        return self._run(self._op_history(fid, namespace=namespace, limit=limit))
+        return self._read(lambda: self._op_history(fid, namespace=namespace, limit=limit))
 
     def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
         """The live facts as they stood right after commit `point` (or at that time)."""
-        return self._run(self._op_as_of(point, namespace=namespace))
+        return self._read(lambda: self._op_as_of(point, namespace=namespace))
 
     def commits(self, *, namespace: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest commits of a namespace, newest first."""
-        return self._run(self._op_commits(namespace=namespace, limit=limit))
+        return self._read(lambda: self._op_commits(namespace=namespace, limit=limit))
 
     def status(self) -> dict[str, MirrorStatus]:
         """Per mirror: pending and dead outbox rows, lag, last sync and reconcile."""
-        return self._run(self._op_status())
+        return self._read(lambda: self._op_status())
 
     # -- mirrors -------------------------------------------------------------------------
 
@@ -493,13 +520,78 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
-def connection_kwargs(ef_search: int | None) -> dict[str, Any]:
+def connection_kwargs(
+    ef_search: int | None, dsn: str = "", connect_timeout: float = 5
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"autocommit": True}
     if ef_search is not None:
         if not isinstance(ef_search, int) or not 1 <= ef_search <= 1000:
             raise ValueError("ef_search must be an int between 1 and 1000")
         kwargs["options"] = f"-c hnsw.ef_search={ef_search}"
+    if "connect_timeout" not in conninfo_to_dict(dsn):
+        if not isinstance(connect_timeout, int | float) or not 0 < connect_timeout <= 3600:
+            raise ValueError("connect_timeout must be a number of seconds in (0, 3600]")
+        kwargs["connect_timeout"] = max(1, math.ceil(connect_timeout))  # libpq: whole seconds
     return kwargs
+
+
+class ConnectHealth:
+    """Whether the pool's latest attempt to open a connection failed (the server is down or
+    the DSN wrong): then a call waits for a pooled connection only about as long as one
+    attempt takes, and the runner says why, instead of waiting out the pool's timeout."""
+
+    def __init__(self, connect_timeout: float, *, watched: bool = True) -> None:
+        self.connect_timeout = connect_timeout
+        # "unknown" until a first attempt ends; a pool the caller made is not watched
+        self.state = "unknown" if watched else "unwatched"
+
+    @property
+    def failing(self) -> bool:
+        return self.state == "failing"
+
+    @failing.setter
+    def failing(self, value: bool) -> None:
+        self.state = "failing" if value else "ok"
+
+    def wait_for(self) -> float | None:
+        if self.state == "unknown":  # the first connection may still be on its way
+            return float(self.connect_timeout) + 1
+        if self.state == "failing":  # the last attempt failed: say why soon
+            return 1.0
+        return None
+
+    def connection_class(self, base: type[C]) -> type[C]:
+        """`base` recording each attempt's outcome here (the pool's connection_class)."""
+        health = self
+
+        class Watched(base):  # type: ignore[valid-type,misc]
+            @classmethod
+            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    conn = super().connect(*args, **kwargs)
+                except psycopg.OperationalError:
+                    health.failing = True
+                    raise
+                health.failing = False
+                return conn
+
+        return Watched
+
+    def async_connection_class(self, base: type[AC]) -> type[AC]:
+        health = self
+
+        class Watched(base):  # type: ignore[valid-type,misc]
+            @classmethod
+            async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    conn = await super().connect(*args, **kwargs)
+                except psycopg.OperationalError:
+                    health.failing = True
+                    raise
+                health.failing = False
+                return conn
+
+        return Watched
 
 
 class Transaction(TransactionBase["MemoryStore", psycopg.Connection[Any]]):

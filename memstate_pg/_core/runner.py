@@ -11,15 +11,16 @@ raised by COMMIT as the block closes, into MemStateError (errors.translate).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..embedders import Embedder, aembed
-from ..errors import MemStateError, translate
+from ..errors import MemStateError, Unavailable, translate
 from .protocol import Attempt, Begin, Embed, Exec, ExecMany, Op, Outcome
 
 T = TypeVar("T")
@@ -33,27 +34,101 @@ class _State:
     pool: ConnectionPool
     embedder: Embedder
     stack: contextlib.ExitStack
-    caller: psycopg.Connection | None  # the caller's connection (conn=...)
-    conn: psycopg.Connection | None = None
+    caller: psycopg.Connection[Any] | None  # the caller's connection (conn=...)
+    conn: psycopg.Connection[Any] | None = None
     in_tx: bool = False
+    timeout: float | None = None  # to wait for a pooled connection (None: the pool's)
 
 
 def run(
     op: Op[T],
     *,
-    pool: ConnectionPool,
+    pool: ConnectionPool[Any],
     embedder: Embedder,
-    conn: psycopg.Connection | None = None,
+    conn: psycopg.Connection[Any] | None = None,
+    again: Callable[[], Op[T]] | None = None,
+    timeout: float | None = None,
 ) -> T:
-    """Perform the requests of `op` and return its value."""
+    """Perform the requests of `op` and return its value.
+
+    `again`: for an operation that is safe to repeat (a read), makes it anew; when the first
+    run finds the connection dead (server restart, failover, terminated backend), the pool
+    checks its idle connections and the operation runs once more, so a restart costs no
+    failed call. `timeout`: how long to wait for a pooled connection (None: the pool's).
+    """
+    try:
+        return _run_once(op, pool, embedder, conn, timeout)
+    except Unavailable as err:
+        if again is None or conn is not None or not _lost(err):
+            raise
+        pool.check()  # drop every dead idle connection before trying again
+        return _run_once(again(), pool, embedder, conn, timeout)
+
+
+def _run_once(
+    op: Op[T],
+    pool: ConnectionPool[Any],
+    embedder: Embedder,
+    conn: psycopg.Connection[Any] | None,
+    timeout: float | None,
+) -> T:
     try:
         with contextlib.ExitStack() as stack:
-            return _drive(op, _State(pool, embedder, stack, conn, conn))
+            return _drive(op, _State(pool, embedder, stack, conn, conn, timeout=timeout))
+    except PoolTimeout as exc:
+        raise _pool_timeout(exc, _probe(pool)) from exc
     except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
         err = translate(exc)
         if err is exc:
             raise
         raise err from exc
+
+
+def _lost(err: Unavailable) -> bool:
+    """A connection that worked died under the call (not: no connection to be had)."""
+    return not isinstance(err.__cause__, PoolTimeout)
+
+
+PROBE_TIMEOUT = 4  # seconds for the one direct connection that finds out why
+
+
+def _probe(pool: ConnectionPool[Any]) -> BaseException | None:
+    """Why the pool has no connection to give: the error of one direct attempt, or None
+    when the server answers (then every connection is in use)."""
+    if not isinstance(pool.conninfo, str):
+        return None
+    try:
+        kwargs = {**_kwargs(pool), "connect_timeout": min(_connect_timeout(pool), PROBE_TIMEOUT)}
+        psycopg.connect(pool.conninfo, **kwargs).close()
+    except psycopg.Error as exc:
+        return exc
+    return None
+
+
+def _connect_timeout(pool: ConnectionPool[Any] | AsyncConnectionPool[Any]) -> int:
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = _kwargs(pool).get("connect_timeout")
+    if given is None and isinstance(pool.conninfo, str):
+        given = conninfo_to_dict(pool.conninfo).get("connect_timeout")
+    try:
+        return max(1, int(given)) if given is not None else PROBE_TIMEOUT
+    except (TypeError, ValueError):
+        return PROBE_TIMEOUT
+
+
+def _kwargs(pool: ConnectionPool[Any] | AsyncConnectionPool[Any]) -> dict[str, Any]:
+    return pool.kwargs if isinstance(pool.kwargs, dict) else {}
+
+
+def _pool_timeout(exc: PoolTimeout, cause: BaseException | None) -> Unavailable:
+    if cause is None:
+        return Unavailable(
+            f"no free database connection: {exc} (every pooled connection is in use: "
+            "raise max_size, or hold connections for shorter)"
+        )
+    reason = " ".join(str(cause).split()) or type(cause).__name__
+    return Unavailable(f"database unavailable: {reason}")
 
 
 def _drive(op: Op[T], st: _State) -> T:
@@ -65,7 +140,7 @@ def _drive(op: Op[T], st: _State) -> T:
                 result = (request.embedder or st.embedder).embed(request.texts)
             else:
                 if st.conn is None:
-                    st.conn = st.stack.enter_context(st.pool.connection())
+                    st.conn = st.stack.enter_context(st.pool.connection(st.timeout))
                 c = st.conn
                 if isinstance(request, Begin):
                     if not st.in_tx:
@@ -84,7 +159,7 @@ def _drive(op: Op[T], st: _State) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-def _attempt(request: Attempt[Any], st: _State, c: psycopg.Connection) -> Outcome[Any]:
+def _attempt(request: Attempt[Any], st: _State, c: psycopg.Connection[Any]) -> Outcome[Any]:
     try:
         with contextlib.ExitStack() as stack, c.transaction():
             value = _drive(request.op, _State(st.pool, st.embedder, stack, st.caller, c, True))
@@ -98,7 +173,7 @@ def _attempt(request: Attempt[Any], st: _State, c: psycopg.Connection) -> Outcom
         return Outcome(error=translated)
 
 
-def execute(conn: psycopg.Connection, request: Exec | ExecMany) -> Any:
+def execute(conn: psycopg.Connection[Any], request: Exec | ExecMany) -> Any:
     with conn.cursor(row_factory=dict_row) as cur:
         if isinstance(request, ExecMany):
             cur.executemany(request.query, request.params, returning=True)
@@ -124,32 +199,64 @@ class _AsyncState:
     pool: AsyncConnectionPool
     embedder: Embedder
     stack: contextlib.AsyncExitStack
-    caller: psycopg.AsyncConnection | None
-    conn: psycopg.AsyncConnection | None = None
+    caller: psycopg.AsyncConnection[Any] | None
+    conn: psycopg.AsyncConnection[Any] | None = None
     in_tx: bool = False
     owns_pool: bool = False
+    timeout: float | None = None
 
 
 async def run_async(
     op: Op[T],
     *,
-    pool: AsyncConnectionPool,
+    pool: AsyncConnectionPool[Any],
     embedder: Embedder,
-    conn: psycopg.AsyncConnection | None = None,
+    conn: psycopg.AsyncConnection[Any] | None = None,
     open_pool: bool = False,
+    again: Callable[[], Op[T]] | None = None,
+    timeout: float | None = None,
 ) -> T:
     """`run` with psycopg's async API; a sync embedder runs in a thread (`aembed`).
     `open_pool`: open the (store-owned) pool first if it is closed."""
     try:
+        return await _arun_once(op, pool, embedder, conn, open_pool, timeout)
+    except Unavailable as err:
+        if again is None or conn is not None or not _lost(err):
+            raise
+        await pool.check()
+        return await _arun_once(again(), pool, embedder, conn, open_pool, timeout)
+
+
+async def _arun_once(
+    op: Op[T],
+    pool: AsyncConnectionPool[Any],
+    embedder: Embedder,
+    conn: psycopg.AsyncConnection[Any] | None,
+    open_pool: bool,
+    timeout: float | None,
+) -> T:
+    try:
         async with contextlib.AsyncExitStack() as stack:
-            return await _adrive(
-                op, _AsyncState(pool, embedder, stack, conn, conn, False, open_pool)
-            )
+            st = _AsyncState(pool, embedder, stack, conn, conn, False, open_pool, timeout)
+            return await _adrive(op, st)
+    except PoolTimeout as exc:
+        raise _pool_timeout(exc, await _aprobe(pool)) from exc
     except (psycopg.Error, UnicodeEncodeError) as exc:
         err = translate(exc)
         if err is exc:
             raise
         raise err from exc
+
+
+async def _aprobe(pool: AsyncConnectionPool[Any]) -> BaseException | None:
+    if not isinstance(pool.conninfo, str):
+        return None
+    try:
+        kwargs = {**_kwargs(pool), "connect_timeout": min(_connect_timeout(pool), PROBE_TIMEOUT)}
+        await (await psycopg.AsyncConnection.connect(pool.conninfo, **kwargs)).close()
+    except psycopg.Error as exc:
+        return exc
+    return None
 
 
 async def _adrive(op: Op[T], st: _AsyncState) -> T:
@@ -160,11 +267,13 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
             if isinstance(request, Embed):
                 result = await aembed(request.embedder or st.embedder, request.texts)
             else:
-                if st.conn is None:
+                c = st.conn
+                if c is None:
                     if st.owns_pool and st.pool.closed:
                         await st.pool.open()
-                    st.conn = await st.stack.enter_async_context(st.pool.connection())
-                c = st.conn
+                    c = await st.stack.enter_async_context(st.pool.connection(st.timeout))
+                    st.conn = c
+                assert c is not None
                 if isinstance(request, Begin):
                     if not st.in_tx:
                         await st.stack.enter_async_context(c.transaction())
@@ -183,7 +292,7 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
 
 
 async def _aattempt(
-    request: Attempt[Any], st: _AsyncState, c: psycopg.AsyncConnection
+    request: Attempt[Any], st: _AsyncState, c: psycopg.AsyncConnection[Any]
 ) -> Outcome[Any]:
     try:
         async with contextlib.AsyncExitStack() as stack, c.transaction():
@@ -199,7 +308,7 @@ async def _aattempt(
         return Outcome(error=translated)
 
 
-async def aexecute(conn: psycopg.AsyncConnection, request: Exec | ExecMany) -> Any:
+async def aexecute(conn: psycopg.AsyncConnection[Any], request: Exec | ExecMany) -> Any:
     async with conn.cursor(row_factory=dict_row) as cur:
         if isinstance(request, ExecMany):
             await cur.executemany(request.query, request.params, returning=True)
