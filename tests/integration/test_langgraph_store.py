@@ -30,8 +30,6 @@ def embed(texts: list[str]) -> list[list[float]]:
 INDEX = {"dims": DIMS, "embed": embed, "fields": ["text"], "model": "test-hash-64"}
 
 
-
-
 def _on(lp: asyncio.AbstractEventLoop, coro: Any) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, lp).result(30)
 

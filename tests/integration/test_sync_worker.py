@@ -478,7 +478,9 @@ def test_the_async_store_has_the_mirror_api(dsn: str) -> None:
             await astore.commit(Fact(type="note", payload={"text": "before"}))
             m = FlakyMirror(InMemoryMirror())
             await astore.add_mirror(m, "amem")  # backfills the fact above
-            assert (await astore.mirror("amem")) is m and (await astore.status())["amem"].pending == 1
+            assert (await astore.mirror("amem")) is m and (await astore.status())[
+                "amem"
+            ].pending == 1
             fid = await astore.commit(Fact(type="note", payload={"text": "after"}))
             worker = SyncWorker(astore, max_attempts=1)  # mirrors from astore.mirrors()
             m.fail_before = 1.0
