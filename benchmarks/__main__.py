@@ -3,12 +3,12 @@
 Runs the workloads of benchmarks/workloads on one PostgreSQL server ($MEMSTATE_DSN, else an
 embedded server started for the run), prints a table per benchmark (median, p95, min–max,
 ratio to the baseline measured in the same run), writes JSON and a PNG chart under
-benchmarks/results/, and regenerates the README block between the bench markers.
+benchmarks/results/, and regenerates the tables in benchmarks/RESULTS.md.
 
     python -m benchmarks                 # full sizes (10k and 100k facts; ~15-25 min on 2 cores)
     python -m benchmarks --quick         # tiny sizes, one run: a smoke test, not a measurement
     python -m benchmarks --only search,filtered --large 50000 --runs 7
-    python -m benchmarks --readme-from benchmarks/results/latest.json   # README block only
+    python -m benchmarks --results-from benchmarks/results/latest.json   # RESULTS.md only
     MEMSTATE_DSN=postgresql://… python -m benchmarks   # a server of yours (role may CREATE DATABASE)
 
 Large datasets are bulk-loaded with COPY into memstate's tables, the HNSW index built once
@@ -41,17 +41,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip", help="comma-separated workloads to leave out")
     ap.add_argument("--out", type=Path, default=harness.RESULTS_DIR, help="results directory")
     ap.add_argument(
-        "--readme",
+        "--results",
         type=Path,
-        default=Path(__file__).resolve().parent.parent / "README.md",
-        help="README whose bench block to regenerate",
+        default=harness.RESULTS_MD,
+        help="the generated tables page (default benchmarks/RESULTS.md)",
     )
-    ap.add_argument("--no-readme", action="store_true", help="do not touch the README")
     ap.add_argument(
-        "--readme-from",
+        "--no-results", action="store_true", help="do not write the tables page (--results)"
+    )
+    ap.add_argument(
+        "--results-from",
         type=Path,
         metavar="JSON",
-        help="only regenerate the README block from a saved report (e.g. benchmarks/results/latest.json)",
+        help="only regenerate the tables page from a saved report (e.g. benchmarks/results/latest.json)",
     )
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     for f in dataclasses.fields(Sizes):
@@ -100,11 +102,11 @@ def selected(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console(width=160)
-    if args.readme_from:
-        report = json.loads(args.readme_from.read_text())
+    if args.results_from:
+        report = json.loads(args.results_from.read_text())
         block = harness.markdown(harness.results_from_report(report), report["env"])
-        done = harness.update_readme(args.readme, block)
-        console.print(f"{'updated' if done else 'no bench markers in, left alone:'} {args.readme}")
+        done = harness.write_results(args.results, block)
+        console.print(f"{'wrote' if done else 'unchanged:'} {args.results}")
         return report
     sizes = sizes_from(args)
     names = selected(args)
@@ -163,14 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_chart:
         paths += harness.write_chart(results, args.out, stamp, env)
     console.print("wrote " + ", ".join(str(p) for p in paths))
-    if not args.no_readme and not args.quick:
-        block = harness.markdown(results, env)
-        if harness.update_readme(args.readme, block):
-            console.print(f"updated the bench block of {args.readme}")
-        else:
-            console.print(
-                f"{args.readme} has no {harness.README_START} … {harness.README_END} markers: left alone"
-            )
+    if not args.no_results and not args.quick:
+        harness.write_results(args.results, harness.markdown(results, env))
+        console.print(f"wrote {args.results}")
     return report
 
 

@@ -32,7 +32,7 @@ DELEGATED = {"sync", "langgraph_store"}  # other owners' benchmarks: may be abse
 def report(pg_admin_dsn, tmp_path_factory, monkeypatch):
     out = tmp_path_factory.mktemp("bench")
     monkeypatch.setenv("MEMSTATE_DSN", pg_admin_dsn)
-    main(["--quick", "--out", str(out), "--no-readme", "--no-chart"])
+    main(["--quick", "--out", str(out), "--no-results", "--no-chart"])
     return json.loads((out / "latest.json").read_text()), out
 
 
@@ -78,25 +78,19 @@ def test_quick_run_writes_a_complete_report(report):
     assert [r["name"] for r in again["results"]] == [r["name"] for r in data["results"]]
 
 
-def test_readme_block_is_replaced_only_between_markers(tmp_path):
+def test_results_page_is_header_plus_tables(tmp_path):
     result = harness.BenchResult("x", "X", "ops/s", True, "per run", params={"facts": 3})
     result.add("base", [1.0, 2.0, 3.0], baseline=True)
     result.add("ours", [2.0, 4.0, 6.0])
     block = harness.markdown([result], {"date": "2026-01-01T00:00:00", "dim": 384})
     assert "| ours | 4.00 |" in block and "2.00×" in block
 
-    plain = tmp_path / "plain.md"
-    plain.write_text("# no markers\n")
-    assert harness.update_readme(plain, block) is False
-    assert plain.read_text() == "# no markers\n"
-
-    marked = tmp_path / "marked.md"
-    marked.write_text(f"intro\n{harness.README_START}\nold\n{harness.README_END}\noutro\n")
-    assert harness.update_readme(marked, block) is True
-    text = marked.read_text()
-    assert text.startswith("intro\n") and text.endswith(f"{harness.README_END}\noutro\n")
-    assert "old" not in text and "| ours |" in text
-    assert harness.update_readme(tmp_path / "missing.md", block) is False
+    page = tmp_path / "sub" / "RESULTS.md"
+    assert harness.write_results(page, block) is True
+    text = page.read_text()
+    assert text.startswith("# Benchmark results\n") and text.endswith(block)
+    assert harness.write_results(page, block) is False  # unchanged: not rewritten
+    assert page.read_text() == text
 
 
 def test_chart_is_written(tmp_path):
@@ -113,3 +107,37 @@ def test_chart_is_written(tmp_path):
     paths = harness.write_chart(results, tmp_path, "stamp", {"date": "2026-01-01"})
     assert [p.name for p in paths] == ["results-stamp.png", "latest.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_results_page_names_only_code_that_exists():
+    """benchmarks/RESULTS.md is regenerated from latest.json; no row may name a module,
+    file or function that is gone (as the binary-vector prototype in
+    benchmarks/workloads/proposals.py and `memstate_pg.core` once were)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(harness.__file__).resolve().parents[1]
+    page = (root / "benchmarks" / "RESULTS.md").read_text()
+    assert page.startswith(harness.RESULTS_HEADER)
+    data = json.loads((root / "benchmarks" / "results" / "latest.json").read_text())
+    assert harness.markdown(harness.results_from_report(data), data["env"]) in page
+    files = set(re.findall(r"\b((?:benchmarks|memstate_pg|tests|examples)/[\w/]+\.\w+)", page))
+    assert [f for f in sorted(files) if not (root / f).exists()] == []
+    modules = set(re.findall(r"\b(memstate_pg(?:\.\w+)+)", page))
+    missing = []
+    for dotted in sorted(modules):
+        parts = dotted.split(".")
+        # the longest importable prefix, then attributes
+        for cut in range(len(parts), 0, -1):
+            if importlib.util.find_spec(".".join(parts[:cut])) is not None:
+                obj = importlib.import_module(".".join(parts[:cut]))
+                try:
+                    for attr in parts[cut:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    missing.append(dotted)
+                break
+        else:
+            missing.append(dotted)
+    assert missing == []
