@@ -2,7 +2,7 @@
 
 N memories are created, then updated and deleted, while the vector store fails before
 writing, fails after writing, times out, is down for a stretch, or the process writing it
-is killed mid-batch (see memstate_pg/consistency.py for each fault and how it is made).
+is killed mid-batch (see memstate_pg/demos/consistency.py for each fault and how it is made).
 Runs against Chroma embedded, a real Chroma server (`chroma run` on 127.0.0.1, whose
 "killed" row SIGKILLs a real `memstate-pg sync` process), and Qdrant local mode.
 
@@ -18,7 +18,7 @@ import uuid
 
 from benchmarks.common import bench_database, console
 from memstate_pg import migrations
-from memstate_pg.consistency import outcome_table, run_all
+from memstate_pg.demos.consistency import outcome_table, run_all
 from memstate_pg.mirrors import ChromaMirror, QdrantMirror
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> list[dict]:
     }
     server = None
     if not args.no_server:
-        from tests.chroma_server import ChromaServer
+        from tests.support.chroma_server import ChromaServer
 
         server = ChromaServer(tempfile.mkdtemp(prefix="bench-chroma-server-"))
         server.start()

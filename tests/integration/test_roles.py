@@ -7,7 +7,6 @@ fresh login role IN the group role (RLS on, granted the namespaces the test uses
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import psycopg
@@ -17,11 +16,10 @@ from memstate_pg import (
     Fact,
     MemoryStore,
     PermissionDenied,
-    cli_common,
-    cli_security,
     migrations,
     security,
 )
+from memstate_pg.cli import main as cli_main
 from memstate_pg.vectors import vector_text
 from tests.integration.test_rls import login, secured, sqlstate_of, stores  # noqa: F401 - shared fixtures
 
@@ -262,15 +260,8 @@ def test_sync_role_cannot_write_memory(seeded, login):  # noqa: F811
 # --- the CLI -------------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memstate-pg")
-    cli_security.register(parser.add_subparsers(dest="command", required=True), cli_common)
-    return parser
-
-
 def _cli(*argv: str) -> int:
-    args = _parser().parse_args(list(argv))
-    return args.func(args)
+    return cli_main(list(argv))
 
 
 def test_security_cli(dsn, capsys):
@@ -291,19 +282,17 @@ def test_security_cli(dsn, capsys):
     assert {r["role"] for r in json.loads(capsys.readouterr().out)} == set(security.GROUP_ROLES)
     assert _cli("rls", "off", "--json", "--dsn", dsn) == 0
     assert set(json.loads(capsys.readouterr().out).values()) == {"off"}
-    assert cli_security.main(["grant", "no_such_role_here", "x", "--dsn", dsn]) == 2
+    assert _cli("grant", "no_such_role_here", "x", "--dsn", dsn) == 2
 
 
 def test_cli_commands_run_under_the_roles(seeded, login, capsys):  # noqa: F811
     """`memstate-pg history` as an app role, `status` as the sync role: the CLI must not try
     to migrate (CREATE) with roles that may not."""
-    from memstate_pg import cli
-
     dsn = login("memstate_app", "a")
     migrations.upgrade(dsn)  # at head already: a no-op a least-privilege role may call
-    assert cli.main(["history", "--dsn", dsn, "-n", "a"]) == 0
+    assert cli_main(["history", "--dsn", dsn, "-n", "a"]) == 0
     assert "history of namespace a" in capsys.readouterr().out
-    assert cli.main(["status", "--dsn", login("memstate_sync", "*")]) == 0
+    assert cli_main(["status", "--dsn", login("memstate_sync", "*")]) == 0
 
 
 def test_grant_validation(secured):  # noqa: F811

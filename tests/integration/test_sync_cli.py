@@ -1,4 +1,4 @@
-"""The sync subcommands (memstate_pg/cli_sync.py): mirror add (with backfill), sync,
+"""The sync subcommands (memstate_pg/cli/sync.py): mirror add (with backfill), sync,
 status, reconcile, requeue, and a `sync` process that stops gracefully on SIGTERM."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from memstate_pg import Fact
-from memstate_pg.cli_sync import main
+from memstate_pg.cli import main
 from memstate_pg.mirrors import ChromaMirror, FlakyMirror, InMemoryMirror, QdrantMirror
 from memstate_pg.sync import SyncWorker
 from tests.support.chroma_server import ChromaServer
@@ -149,7 +149,7 @@ def test_a_sync_process_stops_gracefully_on_sigterm(
         [
             sys.executable,
             "-m",
-            "memstate_pg.cli_sync",
+            "memstate_pg",
             "sync",
             "--dsn",
             store.dsn,

@@ -39,11 +39,11 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
-from .embedders import HashingEmbedder
-from .errors import MemStateError
-from .mirrors import FlakyMirror, Mirror, MirrorRecord
-from .models import Constraint, Fact
-from .store import MemoryStore
+from ..embedders import HashingEmbedder
+from ..errors import MemStateError
+from ..mirrors import FlakyMirror, Mirror, MirrorRecord
+from ..models import Constraint, Fact
+from ..store import MemoryStore
 
 
 @dataclass(frozen=True)
@@ -235,11 +235,9 @@ def _session_killer(
 
 
 def _with_app_name(dsn: str, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    params = conninfo_to_dict(dsn)
-    params["application_name"] = name
-    return make_conninfo(**params)
+    return make_conninfo(dsn, application_name=name)
 
 
 def run_memstate(
@@ -255,7 +253,7 @@ def run_memstate(
 ) -> Outcome:
     """`mirror_spec` (NAME=KIND:LOCATION, see memstate_pg.sync.specs): for the crash
     scenario, run the worker as a real `memstate-pg sync` process and SIGKILL it."""
-    from .sync import SyncWorker
+    from ..sync import SyncWorker
 
     emb = embedder or HashingEmbedder(dim=64)
     flaky = _flaky(mirror, sc, seed)

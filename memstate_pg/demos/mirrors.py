@@ -11,11 +11,11 @@ import uuid
 from rich.console import Console
 from rich.table import Table
 
+from ..mirrors import ChromaMirror, FlakyMirror, QdrantMirror
+from ..store import MemoryStore
+from ..sync import SyncWorker
 from .consistency import outcome_table, run_all
-from .demo import NS
-from .mirrors import ChromaMirror, FlakyMirror, QdrantMirror
-from .store import MemoryStore
-from .sync import SyncWorker
+from .story import NS
 
 
 def _chroma_client(path: str):

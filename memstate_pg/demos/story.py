@@ -1,7 +1,5 @@
-"""`memstate-pg demo`: a short story of an agent's memory, told in tables.
-
-Runs on the embedded server (or --dsn) in its own database, which it resets each run.
-"""
+"""The story of the demo: an agent's memory, told in tables (commits, a singleton update,
+search, a bad memory rolled back, history, time travel)."""
 
 from __future__ import annotations
 
@@ -11,8 +9,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from .models import Constraint, Fact
-from .store import MemoryStore
+from ..models import Constraint, Fact
+from ..store import MemoryStore
 
 
 class Profile(BaseModel):
@@ -63,7 +61,9 @@ def story(mem: MemoryStore, console: Console) -> dict:
         actor="agent",
         reason="user said so",
     )
-    first_seq = mem.get(city).commit_seq
+    first = mem.get(city)
+    assert first is not None
+    first_seq = first.commit_seq
     with mem.transaction(NS, actor="agent", reason="onboarding chat") as tx:
         tx.commit(
             Fact(type="preference", payload={"topic": "food", "value": "likes sushi and ramen"})
@@ -103,7 +103,9 @@ def story(mem: MemoryStore, console: Console) -> dict:
         actor="agent",
         reason="misheard",
     )
-    console.print(f"[red]A bad memory slipped in:[/red] {mem.get(bad).payload}")
+    slipped = mem.get(bad)
+    assert slipped is not None
+    console.print(f"[red]A bad memory slipped in:[/red] {slipped.payload}")
     seq = mem.rollback(1, namespace=NS, reason="user corrected the agent")
     console.print(
         f"[green]rollback(1)[/green] wrote commit {seq}; the bad memory is gone: {mem.get(bad) is None}; "
@@ -135,16 +137,3 @@ def story(mem: MemoryStore, console: Console) -> dict:
         )
     )
     return {"city": city}
-
-
-def run(mem: MemoryStore, console: Console | None = None, *, mirrors: bool = True) -> None:
-    if console is None:
-        console = Console()
-        console.width = max(console.width, 120)  # the drift table has ten columns
-    console.rule("[bold]memstate-pg demo: facts and embeddings in one Postgres transaction")
-    story(mem, console)
-    if mirrors:
-        from .demo_mirrors import mirror_story
-
-        mirror_story(mem, console)
-    console.rule("[bold]done")

@@ -1,0 +1,213 @@
+"""The memory commands of `memstate-pg`: migrate, history, commits, rollback.
+
+memstate-pg migrate [--rls]              # create or upgrade schema memstate
+memstate-pg history [FACT_ID] [-n NS] [--limit N] [--json]   # newest first
+memstate-pg commits [-n NS] [--limit N] [--json]              # newest first
+memstate-pg rollback [STEPS] [-n NS] | --revert SEQ [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from uuid import UUID
+
+from . import common
+from .errors import USAGE, CliError
+
+# The versions of a namespace, newest first (the library's history() is oldest first).
+_NEWEST_VERSIONS = """
+SELECT v.fact_id, v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
+       v.content, v.embedding_model, c.actor, c.reason, v.created_at
+FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
+WHERE v.namespace = %(namespace)s
+ORDER BY v.seq DESC, v.fact_id, v.version DESC
+LIMIT %(limit)s
+"""
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .. import migrations
+
+    target = common.Target.from_args(args)
+    args.target = target
+    before = migrations.current(target.dsn)
+    migrations.upgrade(target.dsn, rls=args.rls)
+    after = migrations.current(target.dsn)
+    if args.json:
+        common.print_json(
+            {"database": target.where, "from": before, "revision": after, "rls": args.rls}
+        )
+        return 0
+    change = "already at" if before == after else f"migrated from {before or 'nothing'} to"
+    common.say(
+        f"schema memstate in {target.where}: {change} revision [bold]{after}[/bold]"
+        + (", row level security on" if args.rls else "")
+    )
+    return 0
+
+
+def _fact_id(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise CliError(
+            USAGE,
+            f"{text!r} is not a fact id",
+            "give the full id (a UUID) as `memstate-pg history` or `--json` prints it",
+        ) from None
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from ..models import FactVersion
+
+    if args.limit < 1:
+        raise CliError(USAGE, "--limit must be at least 1", common_help("history"))
+    fid = _fact_id(args.fact_id) if args.fact_id else None
+    with common.open_store(args) as store:
+        if fid is not None:
+            versions = list(reversed(store.history(fid)))[: args.limit]
+            if not versions:
+                raise CliError(
+                    USAGE,
+                    f"no fact {fid}",
+                    "check the id: `memstate-pg history -n NAMESPACE` lists a namespace's facts",
+                )
+        else:
+            from psycopg.rows import dict_row
+
+            with store.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(_NEWEST_VERSIONS, {"namespace": args.namespace, "limit": args.limit})
+                versions = [FactVersion(**row) for row in cur.fetchall()]
+    if args.json:
+        common.print_json([v.model_dump(mode="json") for v in versions])
+        return 0
+    if not versions:
+        common.say(f"no versions in namespace {args.namespace!r}")
+        return 0
+    from rich.table import Table
+
+    title = f"history of {fid or 'namespace ' + args.namespace}, newest first"
+    table = Table(title=title, title_justify="left")
+    for col in ("commit", "fact", "version", "op", "kind", "actor", "reason", "payload"):
+        table.add_column(col, no_wrap=col == "fact", min_width=36 if col == "fact" else None)
+    for v in versions:
+        table.add_row(
+            str(v.seq),
+            str(v.fact_id),
+            str(v.version),
+            v.op,
+            v.kind,
+            v.actor or "",
+            v.reason or "",
+            str(v.payload),
+        )
+    common.console().print(table)
+    return 0
+
+
+def cmd_commits(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CliError(USAGE, "--limit must be at least 1", common_help("commits"))
+    with common.open_store(args) as store:
+        rows = store.commits(namespace=args.namespace, limit=args.limit)
+    if args.json:
+        common.print_json(rows)
+        return 0
+    from rich.table import Table
+
+    table = Table(
+        title=f"commits of namespace {args.namespace}, newest first", title_justify="left"
+    )
+    for col in ("commit", "kind", "actor", "reason", "session", "undoes", "undone by", "at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["seq"]),
+            r["kind"],
+            r["actor"] or "",
+            r["reason"] or "",
+            r["session_id"] or "",
+            ", ".join(map(str, r["undoes"] or [])),
+            str(r["undone_by"] or ""),
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
+        )
+    common.console().print(table)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    out: dict[str, Any]
+    with common.open_store(args) as store:
+        if args.revert is not None:
+            seq = store.revert(args.revert, actor="cli", reason=args.reason)
+            out = {"seq": seq, "reverted": args.revert}
+            text = f"reverted commit {args.revert} as commit [bold]{seq}[/bold]"
+        else:
+            seq = store.rollback(
+                args.steps,
+                namespace=args.namespace,
+                session_id=args.session,
+                actor="cli",
+                reason=args.reason,
+            )
+            out = {"seq": seq, "namespace": args.namespace, "steps": args.steps}
+            text = (
+                f"rolled back {args.steps} commit(s) of {args.namespace!r} "
+                f"as commit [bold]{seq}[/bold]"
+            )
+    if args.json:
+        common.print_json(out)
+    else:
+        common.say(text)
+    return 0
+
+
+def common_help(command: str) -> str:
+    return f"see memstate-pg {command} --help"
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[parent],
+            formatter_class=common.Formatter,
+        )
+
+    p = add("migrate", "create or upgrade schema memstate (idempotent)")
+    p.add_argument(
+        "--rls",
+        action="store_true",
+        help="also turn on row level security by namespace (see SECURITY.md)",
+    )
+    common.add_json_option(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = add("history", "versions of a fact, or of a namespace, newest first")
+    p.add_argument(
+        "fact_id", nargs="?", default=None, help="a fact id (default: the whole namespace)"
+    )
+    p.add_argument("--namespace", "-n", default="default", help="the namespace")
+    p.add_argument("--limit", type=int, default=100, help="the newest N versions")
+    common.add_json_option(p)
+    p.set_defaults(func=cmd_history)
+
+    p = add("commits", "the commits of a namespace, newest first")
+    p.add_argument("--namespace", "-n", default="default", help="the namespace")
+    p.add_argument("--limit", type=int, default=20, help="the newest N commits")
+    common.add_json_option(p)
+    p.set_defaults(func=cmd_commits)
+
+    p = add("rollback", "undo the last N commits of a namespace (or --revert SEQ)")
+    p.add_argument("steps", nargs="?", type=int, default=1, help="how many commits to undo")
+    p.add_argument("--namespace", "-n", default="default", help="the namespace")
+    p.add_argument("--session", default=None, help="only the commits of this session")
+    p.add_argument(
+        "--revert", type=int, default=None, metavar="SEQ", help="undo this one commit instead"
+    )
+    p.add_argument("--reason", default=None, help="recorded with the undo commit")
+    common.add_json_option(p)
+    p.set_defaults(func=cmd_rollback)
