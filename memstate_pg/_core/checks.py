@@ -7,6 +7,7 @@ for SQL callers.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -60,3 +61,13 @@ def to_uuid(value: Any) -> UUID:
         return UUID(str(value))
     except ValueError:
         raise ValidationFailed(f"{value!r} is not a fact id (UUID)") from None
+
+
+_MIRROR_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+
+
+def check_mirror_name(name: Any) -> str:
+    """A registered mirror's name: 1 to 63 of A-Z a-z 0-9 _ . - (the registry's CHECK)."""
+    if not isinstance(name, str) or not _MIRROR_NAME.fullmatch(name):
+        raise ValidationFailed(f"mirror name {name!r} must be 1 to 63 of A-Z a-z 0-9 _ . -")
+    return name

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -36,6 +35,7 @@ from .checks import (
     check_int,
     check_limit,
     check_meta,
+    check_mirror_name,
     to_uuid,
 )
 from .protocol import Begin, Embed, Exec, ExecMany, Op
@@ -725,15 +725,7 @@ class TransactionBase(Generic[StoreT, ConnT]):
 # are enqueued by the outbox trigger as usual; the odd duplicate row is coalesced by the
 # worker.
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 DEFAULT_PAGE = 5000
-
-
-def check_mirror_name(name: Any) -> str:
-    """A registered mirror's name: 1 to 63 of A-Z a-z 0-9 _ . - (the registry's CHECK)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValidationFailed(f"mirror name {name!r} must be 1 to 63 of A-Z a-z 0-9 _ . -")
-    return name
 
 
 def _names(label: str, values: Sequence[str] | str | None, *, allow_none: bool) -> list[str] | None:

@@ -14,33 +14,9 @@ The SQL lives in sql/sync_queries.sql; the outbox rows are written by the trigge
 ``memstate._enqueue_versions`` of sql/functions.sql.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .reconcile import reconcile
-    from .specs import mirror_from_options, parse_mirror_spec
-    from .worker import BatchStats, SyncWorker
-
-# Loaded on first use (PEP 562): the stores import sync.outbox for the registry queries
-# and must not pull the worker, reconciliation and mirror clients in with it.
-_LAZY = {
-    "BatchStats": "worker",
-    "SyncWorker": "worker",
-    "reconcile": "reconcile",
-    "mirror_from_options": "specs",
-    "parse_mirror_spec": "specs",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
-
+from .reconcile import reconcile
+from .specs import mirror_from_options, parse_mirror_spec
+from .worker import BatchStats, SyncWorker
 
 __all__ = [
     "BatchStats",

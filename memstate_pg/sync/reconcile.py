@@ -36,7 +36,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from .._core.ops import check_mirror_name
+from .._core.checks import check_mirror_name
 from ..errors import NotFound, PermissionDenied
 from ..mirrors.base import Mirror
 from ..models import ReconcileReport
