@@ -377,8 +377,13 @@ class AsyncMemoryStore(StoreCore):
         *,
         namespace: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[FactVersion]:
-        return await self._read(lambda: self._op_history(fid, namespace=namespace, limit=limit))
+        return await self._read(
+            lambda: self._op_history(
+                fid, namespace=namespace, limit=limit, newest_first=newest_first
+            )
+        )
 
     async def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
         return await self._read(lambda: self._op_as_of(point, namespace=namespace))

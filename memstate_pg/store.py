@@ -394,9 +394,15 @@ class MemoryStore(StoreCore):
         *,
         namespace: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[FactVersion]:
-        """Every version of one fact, or of a namespace, oldest first."""
-        return self._read(lambda: self._op_history(fid, namespace=namespace, limit=limit))
+        """Every version of one fact, or of a namespace, oldest first (`newest_first`:
+        the other way round; `limit` keeps the first `limit` in that order)."""
+        return self._read(
+            lambda: self._op_history(
+                fid, namespace=namespace, limit=limit, newest_first=newest_first
+            )
+        )
 
     def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
         """The live facts as they stood right after commit `point` (or at that time)."""

@@ -640,6 +640,7 @@ class StoreCore:
         *,
         namespace: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> Op[list[FactVersion]]:
         check_limit(limit)
         if fact_id is not None:
@@ -648,10 +649,11 @@ class StoreCore:
                 {"fact_id": str(to_uuid(fact_id)), "namespace": self.namespace},
                 "all",
             )
+            rows = rows[::-1] if newest_first else rows
+            rows = rows if limit is None else rows[:limit]
         else:
-            rows = yield Exec(
-                Q("history_namespace"), {"namespace": self._ns(namespace), "limit": limit}, "all"
-            )
+            query = Q("history_namespace_newest" if newest_first else "history_namespace")
+            rows = yield Exec(query, {"namespace": self._ns(namespace), "limit": limit}, "all")
         return [FactVersion(**r) for r in rows]
 
     def _op_as_of(self, point: int | datetime, *, namespace: str | None = None) -> Op[list[Fact]]:

@@ -15,16 +15,6 @@ from uuid import UUID
 from . import common
 from .errors import USAGE, CliError
 
-# The versions of a namespace, newest first (the library's history() is oldest first).
-_NEWEST_VERSIONS = """
-SELECT v.fact_id, v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
-       v.content, v.embedding_model, c.actor, c.reason, v.created_at
-FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
-WHERE v.namespace = %(namespace)s
-ORDER BY v.seq DESC, v.fact_id, v.version DESC
-LIMIT %(limit)s
-"""
-
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .. import migrations
@@ -59,14 +49,12 @@ def _fact_id(text: str) -> UUID:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from ..models import FactVersion
-
     if args.limit < 1:
         raise CliError(USAGE, "--limit must be at least 1", common_help("history"))
     fid = _fact_id(args.fact_id) if args.fact_id else None
     with common.open_store(args) as store:
         if fid is not None:
-            versions = list(reversed(store.history(fid)))[: args.limit]
+            versions = store.history(fid, limit=args.limit, newest_first=True)
             if not versions:
                 raise CliError(
                     USAGE,
@@ -74,11 +62,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "check the id: `memstate-pg history -n NAMESPACE` lists a namespace's facts",
                 )
         else:
-            from psycopg.rows import dict_row
-
-            with store.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(_NEWEST_VERSIONS, {"namespace": args.namespace, "limit": args.limit})
-                versions = [FactVersion(**row) for row in cur.fetchall()]
+            versions = store.history(namespace=args.namespace, limit=args.limit, newest_first=True)
     if args.json:
         common.print_json([v.model_dump(mode="json") for v in versions])
         return 0

@@ -98,3 +98,11 @@ FROM memstate.mirrors m
 LEFT JOIN memstate.outbox o ON o.mirror = m.name
 GROUP BY m.name
 ORDER BY m.name
+
+-- name: history_namespace_newest
+SELECT v.fact_id, v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
+       v.content, v.embedding_model, c.actor, c.reason, v.created_at
+FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
+WHERE v.namespace = %(namespace)s
+ORDER BY v.seq DESC, v.fact_id, v.version DESC
+LIMIT %(limit)s

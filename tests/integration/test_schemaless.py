@@ -82,3 +82,16 @@ def test_sql_callers_schemaless_and_strict_by_config(dsn: str) -> None:
         assert info.value.sqlstate == "MSV01" and "strict_types" in str(info.value)
         # a raw insert into the table is held to the same rule by its trigger
         assert counts(dsn) == before
+
+
+def test_history_newest_first_and_limit(mem: MemoryStore) -> None:
+    a = mem.commit(Fact(type="note", payload={"text": "a1"}), namespace="h")
+    mem.update(a, {"payload": {"text": "a2"}})
+    mem.update(a, {"payload": {"text": "a3"}})
+    b = mem.commit(Fact(type="note", payload={"text": "b1"}), namespace="h")
+    assert [v.content for v in mem.history(namespace="h")] == ["a1", "a2", "a3", "b1"]
+    assert [v.content for v in mem.history(namespace="h", limit=2)] == ["a1", "a2"]
+    newest = mem.history(namespace="h", limit=2, newest_first=True)
+    assert [(v.fact_id, v.content) for v in newest] == [(b, "b1"), (a, "a3")]
+    assert [v.version for v in mem.history(a, newest_first=True, limit=2)] == [3, 2]
+    assert [v.version for v in mem.history(a, limit=1)] == [1]
