@@ -136,7 +136,8 @@ def open_memory(dsn: str | None) -> Iterator[MemoryStore]:
 
 
 def main(dsn: str | None = None) -> dict[str, Any]:
-    with open_memory(dsn) as mem, MemStateCheckpointer.from_conn_string(mem.dsn) as saver:
+    with open_memory(dsn) as mem:
+        saver = MemStateCheckpointer(mem)  # checkpoints on the memory's own pool
         store = MemStateStore(
             mem, index={"dims": mem.embedder.dim, "embed": mem.embedder, "fields": ["text"]}
         )
@@ -167,7 +168,7 @@ def main(dsn: str | None = None) -> dict[str, Any]:
         after = ask(graph, "thread-4", "ann", "What is my favourite drink?")
 
         history = [
-            (v.seq, v.op, v.kind, (v.payload or {}).get("value", {}).get("value"))
+            (v.seq, v.op, v.kind, (v.payload or {}).get("value"))  # payload: the item's value
             for v in store.history(namespace, "drink")
         ]
         print("5. The memory's history (nothing is ever lost):")

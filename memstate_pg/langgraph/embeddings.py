@@ -10,98 +10,69 @@ a stable name for the vector space (default: the provider string, the Embeddings
 
 Without an ``index`` config, items are embedded by the MemoryStore's own embedder over the
 JSON of the whole value (``fields=["$"]``), so ``search(query=...)`` always ranks.
+
+LangChain's two methods (``embed_documents`` for items, ``embed_query`` for queries) become
+two memstate Embedders (``.embed(texts)``, ``.aembed(texts)``, ``.model``, ``.dim``) that
+the store's operations hand to the runner as ``Embed(texts, embedder=...)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from langgraph.store.base import ensure_embeddings, get_text_at_path, tokenize_path
 
-from ..embedders import (
-    Embedder,
-    aembed,
-    check_vectors,
-    is_embedder,
-    validate_dim,
-    validate_model_name,
-)
-from ..errors import ValidationFailed
+from ..embedders import Embedder, is_embedder, validate_dim, validate_model_name
 
-__all__ = ["IndexEmbedder", "TextExtractor", "index_embedder"]
+__all__ = [
+    "DocumentEmbedder",
+    "IndexEmbedders",
+    "QueryEmbedder",
+    "TextExtractor",
+    "index_embedders",
+]
 
 
-class IndexEmbedder(Protocol):
-    """What the store needs: a named vector space, documents and queries, sync and async."""
-
-    model: str
-    dim: int
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
-    def embed_query(self, text: str) -> list[float]: ...
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]: ...
-    async def aembed_query(self, text: str) -> list[float]: ...
-
-
-class MemstateIndexEmbedder:
-    """A memstate Embedder (HashingEmbedder, OpenAIEmbedder, ...) as an IndexEmbedder."""
-
-    def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
-        self.model = embedder.model
-        self.dim = embedder.dim
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _counted(self.embedder.embed(texts), len(texts)) if texts else []
-
-    def embed_query(self, text: str) -> list[float]:
-        return _checked(self.embedder.embed([text]), self.dim, 1)[0]
-
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _counted(await aembed(self.embedder, texts), len(texts)) if texts else []
-
-    async def aembed_query(self, text: str) -> list[float]:
-        return _checked(await aembed(self.embedder, [text]), self.dim, 1)[0]
-
-
-class LangChainIndexEmbedder:
-    """LangChain ``Embeddings`` (what LangGraph makes of ``index["embed"]``)."""
+class DocumentEmbedder:
+    """LangChain ``Embeddings`` (what LangGraph makes of ``index["embed"]``), documents
+    side, as a memstate Embedder: ``embed`` / ``aembed`` call ``(a)embed_documents``."""
 
     def __init__(self, embeddings: Any, *, dim: int, model: str) -> None:
         self.embeddings = embeddings
         self.dim = validate_dim(dim)
         self.model = validate_model_name(model)
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _counted(self.embeddings.embed_documents(texts), len(texts)) if texts else []
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return list(self.embeddings.embed_documents(list(texts)))
 
-    def embed_query(self, text: str) -> list[float]:
-        return _checked([self.embeddings.embed_query(text)], self.dim, 1)[0]
-
-    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        return _counted(await self.embeddings.aembed_documents(texts), len(texts))
-
-    async def aembed_query(self, text: str) -> list[float]:
-        return _checked([await self.embeddings.aembed_query(text)], self.dim, 1)[0]
+    async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
+        return list(await self.embeddings.aembed_documents(list(texts)))
 
 
-def _counted(vectors: Any, count: int) -> list[Any]:
-    """Document vectors: one per text (MemoryStore checks each vector when it writes it)."""
-    rows = list(vectors)
-    if len(rows) != count:
-        raise ValidationFailed(f"the embedder returned {len(rows)} vectors for {count} texts")
-    return rows
+class QueryEmbedder(DocumentEmbedder):
+    """The query side: ``embed_query`` per text (LangChain models may embed queries
+    differently from documents)."""
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self.embeddings.embed_query(text) for text in texts]
+
+    async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
+        return list(await asyncio.gather(*(self.embeddings.aembed_query(t) for t in texts)))
 
 
-def _checked(vectors: Any, dim: int, count: int) -> list[list[float]]:
-    """Query vectors, which go straight into SQL: fully checked here."""
-    rows = [list(map(float, v)) for v in vectors]
-    check_vectors(rows, dim, count=count)
-    return rows
+@dataclass(frozen=True)
+class IndexEmbedders:
+    """The vector space of a store's items: its name and size, and the Embedders for
+    documents and for queries (the same one for a memstate Embedder)."""
+
+    model: str
+    dim: int
+    documents: Embedder
+    queries: Embedder
 
 
 def _default_model(embed: Any, dims: int) -> str:
@@ -116,10 +87,10 @@ def _default_model(embed: Any, dims: int) -> str:
     return f"lg:{module}.{fn}-{dims}"[-100:]
 
 
-def index_embedder(index: Mapping[str, Any] | None, fallback: Embedder) -> IndexEmbedder:
-    """The embedder an ``index`` config asks for; the MemoryStore's embedder without one."""
+def index_embedders(index: Mapping[str, Any] | None, fallback: Embedder) -> IndexEmbedders:
+    """The embedders an ``index`` config asks for; the MemoryStore's embedder without one."""
     if not index:
-        return MemstateIndexEmbedder(fallback)
+        return IndexEmbedders(fallback.model, fallback.dim, fallback, fallback)
     if "dims" not in index:
         raise ValueError("index config needs 'dims'")
     embed = index.get("embed")
@@ -128,9 +99,12 @@ def index_embedder(index: Mapping[str, Any] | None, fallback: Embedder) -> Index
         embedder = fallback if embed is None else embed
         if embedder.dim != dims:
             raise ValueError(f"index dims {dims} differ from the embedder's {embedder.dim}")
-        return MemstateIndexEmbedder(embedder)
+        return IndexEmbedders(embedder.model, embedder.dim, embedder, embedder)
     model = index.get("model") or _default_model(embed, dims)
-    return LangChainIndexEmbedder(ensure_embeddings(embed), dim=dims, model=model)
+    embeddings = ensure_embeddings(embed)
+    documents = DocumentEmbedder(embeddings, dim=dims, model=model)
+    queries = QueryEmbedder(embeddings, dim=dims, model=model)
+    return IndexEmbedders(documents.model, documents.dim, documents, queries)
 
 
 class TextExtractor:

@@ -6,6 +6,10 @@
 --     psql "$DSN" -v ON_ERROR_STOP=1 -f sql/langgraph.sql
 -- Re-runnable: CREATE ... IF NOT EXISTS / CREATE OR REPLACE everywhere.
 --
+-- Every function pins `search_path` (pg_catalog, pg_temp) and names what it calls with its
+-- schema (pg_catalog.*, memstate.*): a tenant that may CREATE in a schema on the caller's
+-- path cannot plant an overload that runs inside these functions (SECURITY.md).
+--
 -- Identifiers that LangGraph compares and sorts (thread ids, checkpoint ids, channel
 -- versions) are COLLATE "C": byte order, which for UTF-8 is code-point order, the order
 -- Python sorts str in. Checkpoint ids are uuid6 strings, so "newest first" is
@@ -68,7 +72,9 @@ CREATE TABLE IF NOT EXISTS memstate.lg_writes (
 
 -- Blobs of `p_thread_ids` that no checkpoint of their thread and namespace references.
 CREATE OR REPLACE FUNCTION memstate.lg_collect_blobs(p_thread_ids text[])
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     DELETE FROM memstate.lg_blobs b
     WHERE b.thread_id = ANY (p_thread_ids)
       AND NOT EXISTS (
@@ -79,7 +85,9 @@ $$;
 
 -- Everything of one thread, every namespace.
 CREATE OR REPLACE FUNCTION memstate.lg_delete_thread(p_thread_id text)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     DELETE FROM memstate.lg_writes WHERE thread_id = p_thread_id;
     DELETE FROM memstate.lg_blobs WHERE thread_id = p_thread_id;
     DELETE FROM memstate.lg_checkpoints WHERE thread_id = p_thread_id;
@@ -89,7 +97,9 @@ $$;
 -- target already has are kept). Checkpoint ids stay the same, so the copy keeps order,
 -- parent pointers and time travel.
 CREATE OR REPLACE FUNCTION memstate.lg_copy_thread(p_source text, p_target text)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     INSERT INTO memstate.lg_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
     SELECT p_target, checkpoint_ns, channel, version, type, blob
     FROM memstate.lg_blobs WHERE thread_id = p_source
@@ -111,11 +121,13 @@ $$;
 -- writes. A surviving checkpoint whose parent was deleted is re-parented to its nearest
 -- surviving ancestor, so history stays a chain. Blobs nothing references any more go too.
 CREATE OR REPLACE FUNCTION memstate.lg_delete_for_runs(p_run_ids text[])
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_threads text[];
 BEGIN
-    SELECT array_agg(DISTINCT c.thread_id) INTO v_threads
+    SELECT pg_catalog.array_agg(DISTINCT c.thread_id) INTO v_threads
     FROM memstate.lg_checkpoints c WHERE c.run_id = ANY (p_run_ids);
     IF v_threads IS NULL THEN
         RETURN;
@@ -157,14 +169,16 @@ END $$;
 -- langgraph-checkpoint-postgres does: their latest value is rebuilt from the older
 -- checkpoints' writes, which pruning would throw away.
 CREATE OR REPLACE FUNCTION memstate.lg_prune(p_thread_ids text[], p_strategy text DEFAULT 'keep_latest')
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_delta text;
 BEGIN
     IF p_strategy IS NULL OR p_strategy NOT IN ('keep_latest', 'delete') THEN
-        PERFORM memstate._fail('MSV01', format('unknown prune strategy %L', p_strategy));
+        PERFORM memstate._fail('MSV01', pg_catalog.format('unknown prune strategy %L', p_strategy));
     END IF;
-    IF p_thread_ids IS NULL OR cardinality(p_thread_ids) = 0 THEN
+    IF p_thread_ids IS NULL OR pg_catalog.cardinality(p_thread_ids) = 0 THEN
         RETURN;
     END IF;
     IF p_strategy = 'delete' THEN
@@ -173,12 +187,12 @@ BEGIN
         DELETE FROM memstate.lg_checkpoints WHERE thread_id = ANY (p_thread_ids);
         RETURN;
     END IF;
-    SELECT string_agg(DISTINCT c.thread_id, ', ') INTO v_delta
+    SELECT pg_catalog.string_agg(DISTINCT c.thread_id, ', ') INTO v_delta
     FROM memstate.lg_checkpoints c
     WHERE c.thread_id = ANY (p_thread_ids)
       AND (c.metadata ? 'counters_since_delta_snapshot' OR c.metadata ? 'delta_writes_versioned');
     IF v_delta IS NOT NULL THEN
-        PERFORM memstate._fail('MSL01', format('keep_latest cannot prune threads that use a DeltaChannel: %s', v_delta));
+        PERFORM memstate._fail('MSL01', pg_catalog.format('keep_latest cannot prune threads that use a DeltaChannel: %s', v_delta));
     END IF;
     WITH heads AS MATERIALIZED (
         SELECT DISTINCT ON (c.thread_id, c.checkpoint_ns) c.thread_id, c.checkpoint_ns, c.checkpoint_id
@@ -232,15 +246,17 @@ CREATE OR REPLACE FUNCTION memstate.lg_get(
     p_namespace text, p_type text, p_keys text[], p_refresh_keys text[] DEFAULT '{}',
     p_omit_expired boolean DEFAULT false)
 RETURNS TABLE (fact_id uuid, version int, payload jsonb, created_at timestamptz, updated_at timestamptz)
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
     WITH hits AS (
         SELECT f.fact_id, f.version, f.singleton_value, f.payload, f.created_at, f.updated_at
         FROM memstate.facts f
         WHERE f.namespace = p_namespace AND f.type = p_type AND f.singleton_value = ANY (p_keys)
           AND NOT (p_omit_expired AND f.payload ? 'ttl' AND EXISTS (
-              SELECT 1 FROM memstate.lg_ttl t WHERE t.fact_id = f.fact_id AND t.expires_at <= now()))
+              SELECT 1 FROM memstate.lg_ttl t WHERE t.fact_id = f.fact_id AND t.expires_at <= pg_catalog.now()))
     ), touched AS (
-        UPDATE memstate.lg_ttl t SET expires_at = now() + t.ttl_minutes * interval '1 minute'
+        UPDATE memstate.lg_ttl t SET expires_at = pg_catalog.now() + t.ttl_minutes * interval '1 minute'
         FROM hits h
         WHERE t.fact_id = h.fact_id AND h.payload ? 'ttl' AND h.singleton_value = ANY (p_refresh_keys)
     )
@@ -253,74 +269,101 @@ $$;
 -- on payload paths. With `p_query`, nearest first by cosine similarity (HNSW index of
 -- `p_model`, iterative scan so filters still fill the page), only items that were
 -- indexed; else most recently updated first, score NULL.
+-- One call is bounded (SQLSTATE MSV01 past a bound, before any work): at most 64
+-- conditions, and 65536 bytes of JSON each for p_conditions and p_contains. Each
+-- condition is one predicate of the generated WHERE, built as an array and joined once.
 CREATE OR REPLACE FUNCTION memstate.lg_search(
     p_namespace text, p_type text, p_prefix text, p_contains jsonb, p_conditions jsonb,
     p_limit int, p_offset int, p_query vector DEFAULT NULL, p_model text DEFAULT NULL,
     p_refresh boolean DEFAULT false, p_omit_expired boolean DEFAULT false)
 RETURNS TABLE (fact_id uuid, payload jsonb, created_at timestamptz, updated_at timestamptz, score float8)
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 SET hnsw.iterative_scan = 'relaxed_order'
 AS $$
 DECLARE
-    v_where    text := '';
-    v_contains jsonb := coalesce(p_contains, '{}'::jsonb);
-    v_cond     jsonb;
-    v_expr     text;
-    v_op       text;
-    v_sqlop    text;
-    v_val      jsonb;
-    v_dim      int;
-    v_index    text;
-    v_dist     text;
-    v_hits     text;
+    c_max_conditions CONSTANT int := 64;
+    c_max_bytes      CONSTANT int := 65536;
+    v_conditions jsonb := coalesce(p_conditions, '[]'::jsonb);
+    v_contains   jsonb := coalesce(p_contains, '{}'::jsonb);
+    v_parts      text[] := '{}';
+    v_where      text;
+    v_cond       jsonb;
+    v_expr       text;
+    v_op         text;
+    v_sqlop      text;
+    v_val        jsonb;
+    v_qdim       int;
+    v_dim        int;
+    v_index      text;
+    v_vschema    text;
+    v_dist       text;
+    v_hits       text;
 BEGIN
     IF p_limit IS NULL OR p_limit < 0 OR p_offset IS NULL OR p_offset < 0 THEN
-        PERFORM memstate._fail('MSV01', format('limit and offset must be non-negative, not %s and %s', p_limit, p_offset));
+        PERFORM memstate._fail('MSV01', pg_catalog.format('limit and offset must be non-negative, not %s and %s', p_limit, p_offset));
     END IF;
-    IF jsonb_typeof(v_contains) <> 'object' THEN
+    IF pg_catalog.jsonb_typeof(v_contains) <> 'object' THEN
         PERFORM memstate._fail('MSV01', 'p_contains must be a JSON object');
     END IF;
+    IF pg_catalog.jsonb_typeof(v_conditions) <> 'array' THEN
+        PERFORM memstate._fail('MSV01', 'p_conditions must be a JSON array');
+    END IF;
+    IF pg_catalog.jsonb_array_length(v_conditions) > c_max_conditions THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format(
+            'a search filter may hold at most %s conditions, not %s: narrow it, or split the search',
+            c_max_conditions, pg_catalog.jsonb_array_length(v_conditions)));
+    END IF;
+    IF pg_catalog.octet_length(v_conditions::text) > c_max_bytes
+       OR pg_catalog.octet_length(v_contains::text) > c_max_bytes THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format(
+            'a search filter may take at most %s bytes of JSON for its conditions and as many for its equalities',
+            c_max_bytes));
+    END IF;
     IF p_prefix IS NOT NULL THEN
-        v_contains := v_contains || jsonb_build_object('prefixes', jsonb_build_array(p_prefix));
+        v_contains := v_contains || pg_catalog.jsonb_build_object('prefixes', pg_catalog.jsonb_build_array(p_prefix));
     END IF;
     IF p_query IS NOT NULL THEN
         v_contains := v_contains || '{"indexed": true}'::jsonb;
     END IF;
-    FOR v_cond IN SELECT c FROM jsonb_array_elements(coalesce(p_conditions, '[]'::jsonb)) c LOOP
-        IF jsonb_typeof(v_cond -> 'path') IS DISTINCT FROM 'array' THEN
-            PERFORM memstate._fail('MSV01', format('filter condition needs a path: %s', v_cond));
+    FOR v_cond IN SELECT c FROM pg_catalog.jsonb_array_elements(v_conditions) c LOOP
+        IF pg_catalog.jsonb_typeof(v_cond -> 'path') IS DISTINCT FROM 'array' THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('filter condition needs a path: %s', v_cond));
         END IF;
-        v_expr := format('(f.payload #> %L::text[])', ARRAY(SELECT jsonb_array_elements_text(v_cond -> 'path')));
+        v_expr := pg_catalog.format('(f.payload #> %L::text[])',
+                                    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(v_cond -> 'path')));
         v_op := v_cond ->> 'op';
         v_val := v_cond -> 'value';
         IF v_op = 'eq' THEN
-            v_where := v_where || format(' AND %s = %L::jsonb', v_expr, v_val);
+            v_parts := pg_catalog.array_append(v_parts, pg_catalog.format(' AND %s = %L::jsonb', v_expr, v_val));
         ELSIF v_op = 'ne' THEN
-            v_where := v_where || format(' AND %s IS DISTINCT FROM %L::jsonb', v_expr, v_val);
+            v_parts := pg_catalog.array_append(v_parts, pg_catalog.format(' AND %s IS DISTINCT FROM %L::jsonb', v_expr, v_val));
         ELSIF v_op IN ('gt', 'gte', 'lt', 'lte') THEN
             v_sqlop := CASE v_op WHEN 'gt' THEN '>' WHEN 'gte' THEN '>=' WHEN 'lt' THEN '<' ELSE '<=' END;
-            IF jsonb_typeof(v_val) = 'number' THEN
-                v_where := v_where || format(
-                    ' AND CASE WHEN jsonb_typeof(%1$s) = ''number'' THEN (%1$s #>> ''{}'')::numeric %2$s %3$L::numeric ELSE false END',
-                    v_expr, v_sqlop, v_val #>> '{}');
-            ELSIF jsonb_typeof(v_val) = 'string' THEN
-                v_where := v_where || format(
-                    ' AND CASE WHEN jsonb_typeof(%1$s) = ''string'' THEN (%1$s #>> ''{}'') COLLATE "C" %2$s %3$L ELSE false END',
-                    v_expr, v_sqlop, v_val #>> '{}');
+            IF pg_catalog.jsonb_typeof(v_val) = 'number' THEN
+                v_parts := pg_catalog.array_append(v_parts, pg_catalog.format(
+                    ' AND CASE WHEN pg_catalog.jsonb_typeof(%1$s) = ''number'' THEN (%1$s #>> ''{}'')::numeric %2$s %3$L::numeric ELSE false END',
+                    v_expr, v_sqlop, v_val #>> '{}'));
+            ELSIF pg_catalog.jsonb_typeof(v_val) = 'string' THEN
+                v_parts := pg_catalog.array_append(v_parts, pg_catalog.format(
+                    ' AND CASE WHEN pg_catalog.jsonb_typeof(%1$s) = ''string'' THEN (%1$s #>> ''{}'') COLLATE "C" %2$s %3$L::text ELSE false END',
+                    v_expr, v_sqlop, v_val #>> '{}'));
             ELSE
-                PERFORM memstate._fail('MSV01', format('$%s compares numbers or strings, not %s', v_op, v_val));
+                PERFORM memstate._fail('MSV01', pg_catalog.format('$%s compares numbers or strings, not %s', v_op, v_val));
             END IF;
         ELSE
-            PERFORM memstate._fail('MSV01', format('unknown filter operator %L', v_op));
+            PERFORM memstate._fail('MSV01', pg_catalog.format('unknown filter operator %L', v_op));
         END IF;
     END LOOP;
     IF p_omit_expired THEN
-        v_where := v_where || ' AND NOT (f.payload ? ''ttl'' AND EXISTS (SELECT 1 FROM memstate.lg_ttl t'
-                           || ' WHERE t.fact_id = f.fact_id AND t.expires_at <= now()))';
+        v_parts := pg_catalog.array_append(v_parts,
+            ' AND NOT (f.payload ? ''ttl'' AND EXISTS (SELECT 1 FROM memstate.lg_ttl t'
+            ' WHERE t.fact_id = f.fact_id AND t.expires_at <= pg_catalog.now()))');
     END IF;
+    v_where := pg_catalog.array_to_string(v_parts, '');
 
     IF p_query IS NULL THEN
-        v_hits := format(
+        v_hits := pg_catalog.format(
             'SELECT f.fact_id, f.payload, f.created_at, f.updated_at, NULL::float8 AS score '
             'FROM memstate.facts f WHERE f.namespace = $1 AND f.type = $2 AND f.payload @> $3 %s '
             'ORDER BY f.updated_at DESC, f.fact_id LIMIT $4 OFFSET $5', v_where);
@@ -329,23 +372,31 @@ BEGIN
         IF NOT FOUND THEN
             RETURN;  -- nothing was ever embedded with this model: no hits
         END IF;
-        IF vector_dims(p_query) <> v_dim THEN
-            PERFORM memstate._fail('MSV01', format('query has %s dimensions, model %L has %s',
-                                                   vector_dims(p_query), p_model, v_dim));
+        v_qdim := pg_catalog.array_length(p_query::real[], 1);
+        IF v_qdim <> v_dim THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('query has %s dimensions, model %L has %s',
+                                                              v_qdim, p_model, v_dim));
         END IF;
-        -- the expression of memstate.register_model's partial HNSW index, so it is used
+        -- the expression of memstate.register_model's partial HNSW index, so it is used; it
+        -- names pgvector's types and operator, so the schema of the `vector` type this
+        -- function was created with joins the path after pg_catalog (restored on return)
+        SELECT n.nspname INTO v_vschema
+        FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.oid = pg_catalog.pg_typeof(p_query);
+        PERFORM pg_catalog.set_config('search_path',
+                                      pg_catalog.format('pg_catalog, %I, pg_temp', v_vschema), true);
         v_dist := memstate._distance_sql(v_dim, v_index, '$6');
-        v_hits := format(
+        v_hits := pg_catalog.format(
             'SELECT s.fact_id, s.payload, s.created_at, s.updated_at, 1 - s.distance AS score FROM ('
             '  SELECT f.fact_id, f.payload, f.created_at, f.updated_at, %1$s AS distance '
             '  FROM memstate.facts f '
-            '  WHERE f.namespace = $1 AND f.type = $2 AND f.embedding_model = %2$L AND f.payload @> $3 %3$s '
+            '  WHERE f.namespace = $1 AND f.type = $2 AND f.embedding_model = %2$L::text AND f.payload @> $3 %3$s '
             '  ORDER BY %1$s LIMIT $4 + $5) s '
             'ORDER BY s.distance, s.fact_id LIMIT $4 OFFSET $5', v_dist, p_model, v_where);
     END IF;
-    RETURN QUERY EXECUTE format(
+    RETURN QUERY EXECUTE pg_catalog.format(
         'WITH hits AS MATERIALIZED (%s), touched AS ('
-        '  UPDATE memstate.lg_ttl t SET expires_at = now() + t.ttl_minutes * interval ''1 minute'' '
+        '  UPDATE memstate.lg_ttl t SET expires_at = pg_catalog.now() + t.ttl_minutes * interval ''1 minute'' '
         '  FROM hits h WHERE $7 AND t.fact_id = h.fact_id AND h.payload ? ''ttl'') '
         'SELECT h.fact_id, h.payload, h.created_at, h.updated_at, h.score FROM hits h', v_hits)
     USING p_namespace, p_type, v_contains, p_limit, p_offset, p_query, coalesce(p_refresh, false);
@@ -358,20 +409,22 @@ CREATE OR REPLACE FUNCTION memstate.lg_list_namespaces(
     p_namespace text, p_type text, p_prefix jsonb, p_suffix jsonb, p_max_depth int,
     p_limit int, p_offset int, p_omit_expired boolean DEFAULT false)
 RETURNS TABLE (ns text[])
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT DISTINCT CASE WHEN p_max_depth IS NULL THEN i.ns ELSE i.ns[1:p_max_depth] END COLLATE "C" AS ns
-    FROM (SELECT ARRAY(SELECT jsonb_array_elements_text(f.payload -> 'ns')) AS ns
+    FROM (SELECT ARRAY(SELECT pg_catalog.jsonb_array_elements_text(f.payload -> 'ns')) AS ns
           FROM memstate.facts f
           WHERE f.namespace = p_namespace AND f.type = p_type
             AND NOT (p_omit_expired AND f.payload ? 'ttl' AND EXISTS (
-                SELECT 1 FROM memstate.lg_ttl t WHERE t.fact_id = f.fact_id AND t.expires_at <= now()))) i
-    WHERE cardinality(i.ns) >= coalesce(jsonb_array_length(p_prefix), 0)
-      AND cardinality(i.ns) >= coalesce(jsonb_array_length(p_suffix), 0)
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_prefix, '[]')) WITH ORDINALITY p(label, n)
+                SELECT 1 FROM memstate.lg_ttl t WHERE t.fact_id = f.fact_id AND t.expires_at <= pg_catalog.now()))) i
+    WHERE pg_catalog.cardinality(i.ns) >= coalesce(pg_catalog.jsonb_array_length(p_prefix), 0)
+      AND pg_catalog.cardinality(i.ns) >= coalesce(pg_catalog.jsonb_array_length(p_suffix), 0)
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(coalesce(p_prefix, '[]')) WITH ORDINALITY p(label, n)
                       WHERE p.label <> '*' AND i.ns[p.n] IS DISTINCT FROM p.label)
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_suffix, '[]')) WITH ORDINALITY s(label, n)
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(coalesce(p_suffix, '[]')) WITH ORDINALITY s(label, n)
                       WHERE s.label <> '*'
-                        AND i.ns[cardinality(i.ns) - jsonb_array_length(p_suffix) + s.n] IS DISTINCT FROM s.label)
+                        AND i.ns[pg_catalog.cardinality(i.ns) - pg_catalog.jsonb_array_length(p_suffix) + s.n] IS DISTINCT FROM s.label)
     ORDER BY 1
     LIMIT p_limit OFFSET p_offset
 $$;
@@ -381,10 +434,12 @@ $$;
 -- transaction ends, so a concurrent read cannot refresh an item being swept.
 CREATE OR REPLACE FUNCTION memstate.lg_expired(p_namespace text, p_type text, p_limit int DEFAULT 1000)
 RETURNS TABLE (fact_id uuid, version int)
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT f.fact_id, f.version
     FROM memstate.lg_ttl t JOIN memstate.facts f ON f.fact_id = t.fact_id
-    WHERE t.expires_at <= now() AND f.namespace = p_namespace AND f.type = p_type AND f.payload ? 'ttl'
+    WHERE t.expires_at <= pg_catalog.now() AND f.namespace = p_namespace AND f.type = p_type AND f.payload ? 'ttl'
     ORDER BY t.expires_at
     LIMIT p_limit
     FOR UPDATE OF t SKIP LOCKED
@@ -392,10 +447,12 @@ $$;
 
 -- Clocks of items that are gone or were re-put without a TTL.
 CREATE OR REPLACE FUNCTION memstate.lg_collect_ttl()
-RETURNS bigint LANGUAGE sql AS $$
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     WITH gone AS (
         DELETE FROM memstate.lg_ttl t
         WHERE NOT EXISTS (SELECT 1 FROM memstate.facts f WHERE f.fact_id = t.fact_id AND f.payload ? 'ttl')
         RETURNING 1)
-    SELECT count(*) FROM gone
+    SELECT pg_catalog.count(*) FROM gone
 $$;

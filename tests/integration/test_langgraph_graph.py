@@ -10,10 +10,12 @@ import operator
 from typing import Annotated, Any, TypedDict
 from uuid import uuid4
 
+import pytest
 from langgraph.checkpoint.serde.types import INTERRUPT
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
+from memstate_pg import AsyncMemoryStore, MemoryStore
 from memstate_pg.langgraph import AsyncMemStateCheckpointer, MemStateCheckpointer
 
 
@@ -178,3 +180,50 @@ def test_sync_graph_on_the_async_saver_from_a_worker_thread(dsn: str) -> None:
             assert out["result"] == "rain"
 
     asyncio.run(run())
+
+
+# --- a checkpointer made from a memory store (MemState's `MemStateCheckpointer(memory=mem)`)
+
+
+def test_a_checkpointer_from_a_memory_store_runs_a_graph(dsn: str) -> None:
+    tools = Tools()
+    builder = build(tools)
+    with MemoryStore(dsn, max_size=2) as mem:
+        for saver in (MemStateCheckpointer(memory=mem), MemStateCheckpointer(mem)):
+            assert saver.conn is mem.pool and saver.memory is mem
+            saver.setup()  # the store's migrations: already at head
+            config = {"configurable": {"thread_id": f"t-{uuid4()}"}}
+            graph = builder.compile(checkpointer=saver)
+            assert "__interrupt__" in graph.invoke({"city": "Berlin", "messages": []}, config)
+            assert graph.invoke(Command(resume="yes"), config)["result"] == "rain"
+            assert len(list(graph.get_state_history(config))) >= 4
+    assert tools.calls == ["Berlin", "Berlin"]
+    with pytest.raises(TypeError, match="MemoryStore"):
+        MemStateCheckpointer("postgresql://nowhere")
+    with MemoryStore(dsn, max_size=1) as other, pytest.raises(TypeError, match="not two"):
+        MemStateCheckpointer(mem, memory=other)
+
+
+def test_an_async_checkpointer_from_an_async_memory_store_runs_a_graph(dsn: str) -> None:
+    tools = Tools()
+    builder = build(tools)
+    mem = AsyncMemoryStore(dsn, max_size=2)  # its pool opens on first use
+
+    async def run() -> None:
+        for saver in (AsyncMemStateCheckpointer(memory=mem), AsyncMemStateCheckpointer(mem)):
+            await saver.setup()
+            config = {"configurable": {"thread_id": f"t-{uuid4()}"}}
+            graph = builder.compile(checkpointer=saver)
+            assert "__interrupt__" in await graph.ainvoke(
+                {"city": "Lisbon", "messages": []}, config
+            )
+            assert (await graph.ainvoke(Command(resume="yes"), config))["result"] == "sun"
+            # LangGraph's sync API from a worker thread, on the saver's loop
+            state = await asyncio.to_thread(graph.get_state, config)
+            assert state.values["result"] == "sun"
+        await mem.close()
+
+    asyncio.run(run())
+    assert tools.calls == ["Lisbon", "Lisbon"]
+    with pytest.raises(TypeError, match="AsyncMemoryStore"):
+        AsyncMemStateCheckpointer(MemoryStore.__new__(MemoryStore))

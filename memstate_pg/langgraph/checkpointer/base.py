@@ -1,8 +1,8 @@
 """What MemStateCheckpointer and AsyncMemStateCheckpointer share: SQL, parameters, rows.
 
-The two savers are thin shells (checkpointer.py runs these statements with psycopg's sync
-API, aio.py with its async API), in the way langgraph-checkpoint-postgres splits
-base.py / __init__.py / aio.py. Every operation is one SQL statement, hence atomic by
+The two savers are thin shells (``checkpointer/__init__.py`` runs these statements with
+psycopg's sync API, ``checkpointer/aio.py`` with its async API), in the way
+langgraph-checkpoint-postgres splits base.py / __init__.py / aio.py. Every operation is one SQL statement, hence atomic by
 itself and one round trip:
 
 * ``put`` writes the new channel blobs and the checkpoint row in one statement (a
@@ -50,6 +50,7 @@ from datetime import date, datetime
 from typing import Any, cast
 from uuid import UUID
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -62,9 +63,18 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
+from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
-__all__ = ["BaseMemStateCheckpointer", "PRUNE_STRATEGIES"]
+from ...errors import ValidationFailed
+
+__all__ = [
+    "PRUNE_STRATEGIES",
+    "BaseMemStateCheckpointer",
+    "conninfo_of",
+    "resolve_target",
+    "translate_delta_refusal",
+]
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
@@ -131,8 +141,58 @@ COPY_THREAD_SQL = "SELECT memstate.lg_copy_thread(%(source)s, %(target)s)"
 DELETE_FOR_RUNS_SQL = "SELECT memstate.lg_delete_for_runs(%(run_ids)s::text[])"
 PRUNE_SQL = "SELECT memstate.lg_prune(%(thread_ids)s::text[], %(strategy)s)"
 
+#: One SQL statement and its parameters: what the shells execute.
+Statement = tuple[str, dict[str, Any]]
+
 # SQLSTATE raised by memstate.lg_prune for threads that use a DeltaChannel.
 DELTA_REFUSED = "MSL01"
+
+
+def conninfo_of(conn: Any) -> str:
+    """A DSN that reaches the database of a connection or pool (password included)."""
+    info = getattr(conn, "info", None)
+    if info is not None and hasattr(info, "dsn"):
+        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+    conninfo = getattr(conn, "conninfo", None)
+    if isinstance(conninfo, str):
+        return conninfo
+    raise TypeError(f"cannot tell the DSN of a {type(conn).__name__}")
+
+
+def translate_delta_refusal(exc: psycopg.Error) -> Exception:
+    """memstate.lg_prune's refusals as the errors BaseCheckpointSaver.prune documents."""
+    if exc.sqlstate == DELTA_REFUSED:
+        return NotImplementedError(exc.diag.message_primary or str(exc))
+    if exc.sqlstate == "MSV01":
+        return ValidationFailed(exc.diag.message_primary or str(exc))
+    return exc
+
+
+def resolve_target(
+    saver: str,
+    conn: Any,
+    memory: Any,
+    *,
+    store_type: type[Any],
+    conn_types: tuple[type, ...],
+) -> tuple[Any, Any]:
+    """(connection or pool, memory store or None) from a saver's arguments: a psycopg
+    connection or pool, or a memory store given positionally or as ``memory=`` (then
+    the saver uses the store's pool, and its ``setup()`` is the store's migrations)."""
+    if isinstance(conn, store_type):
+        if memory is not None and memory is not conn:
+            raise TypeError(f"{saver} takes one memory store, not two")
+        conn, memory = None, conn
+    if memory is not None:
+        if not isinstance(memory, store_type):
+            raise TypeError(f"{saver}(memory=...) takes a {store_type.__name__}")
+        if conn is not None:
+            raise TypeError(f"{saver} takes a connection, a pool or a memory store, not two")
+        return memory.pool, memory
+    if not isinstance(conn, conn_types):
+        names = " or ".join(t.__name__ for t in conn_types)
+        raise TypeError(f"{saver} takes a psycopg {names}, or a {store_type.__name__}")
+    return conn, None
 
 
 def _json_default(value: Any) -> Any:
@@ -174,7 +234,7 @@ def jsonb(value: Any) -> Jsonb:
 
 
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
-    return cast(dict[str, Any], config["configurable"])
+    return config["configurable"]
 
 
 class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
@@ -195,13 +255,14 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
 
     # -- statements --------------------------------------------------------------------
 
-    def _put_params(
+    def _put_statement(
         self,
         config: RunnableConfig,
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-    ) -> tuple[dict[str, Any], RunnableConfig]:
+    ) -> tuple[Statement, RunnableConfig]:
+        """The statement that saves a checkpoint, and the config that will name it."""
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         checkpoint_ns = conf.get("checkpoint_ns") or ""
@@ -241,7 +302,7 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
                 "checkpoint_id": checkpoint["id"],
             }
         }
-        return params, next_config
+        return (PUT_SQL, params), next_config
 
     def _writes_statement(
         self,
@@ -327,19 +388,28 @@ class BaseMemStateCheckpointer(BaseCheckpointSaver[str]):
         return query, params
 
     @staticmethod
-    def _prune_params(thread_ids: Sequence[str], strategy: str) -> dict[str, Any] | None:
+    def _prune_statement(thread_ids: Sequence[str], strategy: str) -> Statement | None:
         if isinstance(thread_ids, str):
             raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
         if strategy not in PRUNE_STRATEGIES:
             raise ValueError(f"Unknown prune strategy: {strategy!r}")
         ids = [str(t) for t in thread_ids]
-        return {"thread_ids": ids, "strategy": strategy} if ids else None
+        return (PRUNE_SQL, {"thread_ids": ids, "strategy": strategy}) if ids else None
 
     @staticmethod
-    def _run_ids(run_ids: Sequence[str]) -> list[str]:
+    def _delete_for_runs_statement(run_ids: Sequence[str]) -> Statement | None:
         if isinstance(run_ids, str):
             raise TypeError("run_ids must be a sequence of run IDs, not a str")
-        return [str(r) for r in run_ids]
+        ids = [str(r) for r in run_ids]
+        return (DELETE_FOR_RUNS_SQL, {"run_ids": ids}) if ids else None
+
+    @staticmethod
+    def _delete_thread_statement(thread_id: str) -> Statement:
+        return DELETE_THREAD_SQL, {"thread_id": str(thread_id)}
+
+    @staticmethod
+    def _copy_thread_statement(source_thread_id: str, target_thread_id: str) -> Statement:
+        return COPY_THREAD_SQL, {"source": str(source_thread_id), "target": str(target_thread_id)}
 
     # -- rows ----------------------------------------------------------------------------
 

@@ -1,17 +1,23 @@
 """MemStateCheckpointer: LangGraph's BaseCheckpointSaver on PostgreSQL, schema memstate.
 
-A thin sync shell over checkpoint_base.py (SQL, parameters, row conversions). It takes a
-psycopg ``Connection`` (shared between threads under a lock, as PostgresSaver does) or a
-``ConnectionPool`` (one pooled connection per call). Like PostgresSaver it expects
-``autocommit=True`` connections: each call is then its own transaction, or part of the
-caller's when one is open on that connection (``with conn.transaction(): ...``). Its ``a*`` methods run the sync ones
-in a worker thread, so the same saver also serves ``graph.ainvoke``.
+A thin sync shell over ``base.py`` (SQL, parameters, row conversions). It takes a psycopg
+``Connection`` (shared between threads under a lock, as PostgresSaver does), a
+``ConnectionPool`` (one pooled connection per call), or a ``MemoryStore`` (its pool; its
+migrations)::
+
+    mem = MemoryStore(dsn)
+    saver = MemStateCheckpointer(mem)      # or MemStateCheckpointer(memory=mem)
+
+Like PostgresSaver it expects ``autocommit=True`` connections: each call is then its own
+transaction, or part of the caller's when one is open on that connection
+(``with conn.transaction(): ...``). Its ``a*`` methods run the sync ones in a worker
+thread, so the same saver also serves ``graph.ainvoke``.
 
     with MemStateCheckpointer.from_conn_string(dsn) as saver:
         saver.setup()                      # alembic migrations of memstate-pg (idempotent)
         graph = builder.compile(checkpointer=saver)
 
-See checkpoint_base for how a checkpoint and memory facts share one transaction.
+See ``base`` for how a checkpoint and memory facts share one transaction.
 """
 
 from __future__ import annotations
@@ -32,43 +38,19 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import Connection
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
-from .. import migrations
-from ..errors import ValidationFailed
-from .checkpoint_base import (
-    COPY_THREAD_SQL,
-    DELETE_FOR_RUNS_SQL,
-    DELETE_THREAD_SQL,
-    DELTA_REFUSED,
-    PRUNE_SQL,
-    PUT_SQL,
+from ... import migrations
+from ...store import MemoryStore
+from .base import (
     BaseMemStateCheckpointer,
+    conninfo_of,
+    resolve_target,
+    translate_delta_refusal,
 )
 
 __all__ = ["MemStateCheckpointer", "conninfo_of"]
-
-
-def conninfo_of(conn: Any) -> str:
-    """A DSN that reaches the database of a connection or pool (password included)."""
-    info = getattr(conn, "info", None)
-    if info is not None and hasattr(info, "dsn"):
-        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
-    conninfo = getattr(conn, "conninfo", None)
-    if isinstance(conninfo, str):
-        return conninfo
-    raise TypeError(f"cannot tell the DSN of a {type(conn).__name__}")
-
-
-def translate_delta_refusal(exc: psycopg.Error) -> Exception:
-    """memstate.lg_prune's refusals as the errors BaseCheckpointSaver.prune documents."""
-    if exc.sqlstate == DELTA_REFUSED:
-        return NotImplementedError(exc.diag.message_primary or str(exc))
-    if exc.sqlstate == "MSV01":
-        return ValidationFailed(exc.diag.message_primary or str(exc))
-    return exc
 
 
 class MemStateCheckpointer(BaseMemStateCheckpointer):
@@ -76,14 +58,19 @@ class MemStateCheckpointer(BaseMemStateCheckpointer):
 
     def __init__(
         self,
-        conn: Connection[Any] | ConnectionPool,
+        conn: Connection[Any] | ConnectionPool | MemoryStore | None = None,
         *,
+        memory: MemoryStore | None = None,
         serde: SerializerProtocol | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        if not isinstance(conn, Connection | ConnectionPool):
-            raise TypeError("MemStateCheckpointer takes a psycopg Connection or ConnectionPool")
-        self.conn = conn
+        self.conn, self.memory = resolve_target(
+            "MemStateCheckpointer",
+            conn,
+            memory,
+            store_type=MemoryStore,
+            conn_types=(Connection, ConnectionPool),
+        )
         self.lock = threading.Lock()
         self._dsn: str | None = None
 
@@ -100,7 +87,10 @@ class MemStateCheckpointer(BaseMemStateCheckpointer):
 
     def setup(self) -> None:
         """Create or upgrade schema memstate (alembic; checkpoint tables included)."""
-        migrations.upgrade(self._dsn or conninfo_of(self.conn))
+        if self.memory is not None:
+            self.memory.migrate()
+        else:
+            migrations.upgrade(self._dsn or conninfo_of(self.conn))
 
     @contextmanager
     def _cursor(self) -> Iterator[psycopg.Cursor[DictRow]]:
@@ -159,8 +149,8 @@ class MemStateCheckpointer(BaseMemStateCheckpointer):
     ) -> RunnableConfig:
         """Save a checkpoint (its parent is `config`'s checkpoint_id) with the values of the
         channels in `new_versions`; returns the config that names it."""
-        params, next_config = self._put_params(config, checkpoint, metadata, new_versions)
-        self._execute(PUT_SQL, params)
+        statement, next_config = self._put_statement(config, checkpoint, metadata, new_versions)
+        self._execute(*statement)
         return next_config
 
     def put_writes(
@@ -175,26 +165,22 @@ class MemStateCheckpointer(BaseMemStateCheckpointer):
             self._execute(*self._writes_statement(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
-        self._execute(DELETE_THREAD_SQL, {"thread_id": str(thread_id)})
+        self._execute(*self._delete_thread_statement(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that these runs wrote."""
-        ids = self._run_ids(run_ids)
-        if ids:
-            self._execute(DELETE_FOR_RUNS_SQL, {"run_ids": ids})
+        if statement := self._delete_for_runs_statement(run_ids):
+            self._execute(*statement)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, blob and write of a thread (the whole parent chain)."""
-        self._execute(
-            COPY_THREAD_SQL, {"source": str(source_thread_id), "target": str(target_thread_id)}
-        )
+        self._execute(*self._copy_thread_statement(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """`keep_latest`: only each namespace's latest checkpoint stays; `delete`: all goes.
         Raises NotImplementedError for keep_latest on threads that use a DeltaChannel."""
-        params = self._prune_params(thread_ids, strategy)
-        if params:
-            self._execute(PRUNE_SQL, params)
+        if statement := self._prune_statement(thread_ids, strategy):
+            self._execute(*statement)
 
     # -- async: the sync methods in a worker thread ---------------------------------------
 
