@@ -760,9 +760,18 @@ def register_mirror(
         raise ValidationFailed(f"add_mirror() takes a Mirror, not {type(mirror).__name__}")
     name = mirror.kind if name is None else name
     check_mirror_name(name)
+    store = mirror.store_key()
+    if store is not None:  # two mirrors in one collection would delete each other's points
+        other = yield Exec(q("mirror_on_store"), {"store": store, "name": name})
+        if other is not None:
+            raise ValidationFailed(
+                f"mirror {other['name']!r} already writes to {store.replace('|', ' ')}: "
+                f"give {name!r} a collection of its own (e.g. collection={name!r})"
+            )
     row = yield Exec(
         q("upsert_mirror"),
         {
+            "store": store,
             "name": name,
             "kind": mirror.kind,
             "namespaces": _names("namespaces", namespaces, allow_none=True),

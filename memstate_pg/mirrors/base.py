@@ -11,14 +11,20 @@ Postgres is the source of truth; a mirror is a disposable copy that the outbox k
   worker never needs to know a store's native limit.
 
 Payload layout (shared by all adapters, see :func:`build_payload`): the reserved keys
-``fact_id, version, namespace, type, embedding_model, content`` always hold the record's
-own values; a key of ``record.metadata`` that collides with one of them is stored as
-``"payload.<key>"`` instead, so user data can never forge a version or an id.
+``fact_id, version, namespace, type, embedding_model, content`` (and ``mirror``) always
+hold the record's own values; a key of ``record.metadata`` that collides with one of them
+is stored as ``"payload.<key>"`` instead, so user data can never forge a version or an id.
+
+Every point the sync worker writes is tagged with the name of the registered mirror it
+belongs to (``mirror``): reconciliation only ever deletes points of its own mirror (or
+untagged ones, written before tags existed), never those of another mirror that shares
+the collection.
 """
 
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -45,6 +51,7 @@ RESERVED_KEYS: tuple[str, ...] = (
     "type",
     "embedding_model",
     "content",
+    "mirror",
 )
 
 #: Version reported for a point that has no readable ``version`` field (written by a
@@ -75,6 +82,7 @@ class MirrorRecord:
     embedding_model: str
     content: str
     metadata: dict[str, Any]
+    mirror: str | None = None  # the registered mirror it is written for (its tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,8 @@ def build_payload(record: MirrorRecord) -> dict[str, Any]:
         "embedding_model": record.embedding_model,
         "content": record.content,
     }
+    if record.mirror is not None:
+        payload["mirror"] = record.mirror
     plain = [k for k in record.metadata if k not in RESERVED_KEYS]
     payload.update((k, record.metadata[k]) for k in plain)
     for key, value in record.metadata.items():
@@ -191,6 +201,31 @@ class Mirror(abc.ABC):
     def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
         """Every ``(fact_id, version)`` in the mirror, one page at a time (bounded memory)."""
 
+    def scan_tagged(self, page_size: int = 1000) -> Iterator[list[tuple[str, int, str | None]]]:
+        """Like :meth:`scan`, with the ``mirror`` tag of each point (None: untagged).
+
+        Reconciliation uses it to leave alone the points of another mirror sharing the
+        store. This default cannot read tags: it reports every point untagged."""
+        for page in self.scan(page_size):
+            yield [(fid, version, None) for fid, version in page]
+
+    def store_key(self) -> str | None:
+        """``"kind|location|collection"``: which collection of which store the points go
+        to, from :meth:`describe` (a server URL, a host or a path). None for a store private
+        to this process. The registry refuses a second mirror on one store."""
+        info = self.describe()
+        where = info.get("url") or info.get("path") or info.get("host")
+        if not where:
+            return None
+        where = str(where).rstrip("/")
+        if info.get("path") and not info.get("url"):
+            where = "path:" + os.path.normpath(os.path.abspath(where))
+        elif info.get("host") and info.get("port"):
+            where = f"{where}:{info['port']}"
+        return (
+            f"{self.kind}|{where.lower() if '://' in where else where}|{info.get('collection', '')}"
+        )
+
     @abc.abstractmethod
     def count(self) -> int:
         """The number of points in the mirror."""
@@ -218,6 +253,12 @@ class Mirror(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()!r}>"
+
+
+def tag_of(payload: dict[str, Any] | None) -> str | None:
+    """The ``mirror`` tag stored in a payload, or None."""
+    value = (payload or {}).get("mirror")
+    return value if isinstance(value, str) else None
 
 
 def version_of(payload: dict[str, Any] | None) -> int:

@@ -55,6 +55,7 @@ from memstate_pg.mirrors.base import (
     MirrorRecord,
     build_payload,
     chunked,
+    tag_of,
     version_of,
 )
 
@@ -285,6 +286,10 @@ class ChromaMirror(Mirror):
         return points
 
     def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+        for page in self.scan_tagged(page_size):
+            yield [(fid, version) for fid, version, _ in page]
+
+    def scan_tagged(self, page_size: int = 1000) -> Iterator[list[tuple[str, int, str | None]]]:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         offset = 0
@@ -295,7 +300,10 @@ class ChromaMirror(Mirror):
             if not ids:
                 return
             metadatas = res["metadatas"] or [None] * len(ids)
-            yield [(fid, version_of(meta)) for fid, meta in zip(ids, metadatas, strict=True)]  # type: ignore[arg-type]
+            yield [
+                (fid, version_of(meta), tag_of(meta))  # type: ignore[arg-type]
+                for fid, meta in zip(ids, metadatas, strict=True)
+            ]
             if len(ids) < page_size:
                 return
             offset += len(ids)

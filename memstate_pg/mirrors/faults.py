@@ -154,6 +154,18 @@ class FlakyMirror(Mirror):
             self._check_down()  # an outage that starts mid-scan breaks the scan
             yield page
 
+    def scan_tagged(self, page_size: int = 1000) -> Iterator[list[tuple[str, int, str | None]]]:
+        self._check_down()
+        return self._scan_tagged(page_size)
+
+    def _scan_tagged(self, page_size: int) -> Iterator[list[tuple[str, int, str | None]]]:
+        for page in self.inner.scan_tagged(page_size):
+            self._check_down()
+            yield page
+
+    def store_key(self) -> str | None:
+        return self.inner.store_key()
+
     def count(self) -> int:
         self._check_down()
         return self.inner.count()

@@ -12,7 +12,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from memstate_pg.mirrors.base import Mirror, MirrorPoint, MirrorRecord, build_payload, chunked
+from memstate_pg.mirrors.base import (
+    Mirror,
+    MirrorPoint,
+    MirrorRecord,
+    build_payload,
+    chunked,
+    tag_of,
+)
 
 __all__ = ["InMemoryMirror"]
 
@@ -73,13 +80,18 @@ class InMemoryMirror(Mirror):
         }
 
     def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+        for page in self.scan_tagged(page_size):
+            yield [(fid, version) for fid, version, _ in page]
+
+    def scan_tagged(self, page_size: int = 1000) -> Iterator[list[tuple[str, int, str | None]]]:
         # Ids are snapshotted up front (cheap: strings only); versions are read per page,
         # so points deleted meanwhile are skipped, like a cursor over a live store.
         with self._lock:
             ids = sorted(self._points)
         for page_ids in chunked(ids, page_size):
             with self._lock:
-                page = [(fid, self._points[fid].version) for fid in page_ids if fid in self._points]
+                points = [self._points[fid] for fid in page_ids if fid in self._points]
+            page = [(p.fact_id, p.version, tag_of(p.metadata)) for p in points]
             if page:
                 yield page
 

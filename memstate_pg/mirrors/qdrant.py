@@ -40,6 +40,7 @@ from memstate_pg.mirrors.base import (
     MirrorRecord,
     build_payload,
     chunked,
+    tag_of,
     version_of,
 )
 
@@ -214,6 +215,12 @@ class QdrantMirror(Mirror):
         return points
 
     def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
+        for page in self.scan_tagged(page_size):
+            yield [(fid, version) for fid, version, _ in page]
+
+    def scan_tagged(self, page_size: int = 1000) -> Iterator[list[tuple[str, int, str | None]]]:
+        """Points by their id (never by the ``fact_id`` their payload claims: a point planted
+        under another id with a live fact's id in its payload is a ghost)."""
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         offset: Any = None
@@ -225,14 +232,11 @@ class QdrantMirror(Mirror):
                     self.collection_name,
                     limit=page_size,
                     offset=offset,
-                    with_payload=["fact_id", "version"],
+                    with_payload=["version", "mirror"],
                     with_vectors=False,
                 )
             if records:
-                yield [
-                    (str((r.payload or {}).get("fact_id") or r.id), version_of(r.payload))
-                    for r in records
-                ]
+                yield [(str(r.id), version_of(r.payload), tag_of(r.payload)) for r in records]
             if offset is None:
                 return
 

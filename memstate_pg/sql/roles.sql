@@ -93,6 +93,10 @@ BEGIN
     GRANT UPDATE (attempts, last_error, available_at, dead_at), DELETE ON memstate.outbox TO memstate_sync;
     GRANT UPDATE (last_synced_seq, last_synced_at, last_reconciled_at, last_reconcile)
         ON memstate.mirrors TO memstate_sync;
+    -- the per-fact locks of the sync path (FOR UPDATE needs UPDATE); nobody else may lock them
+    IF pg_catalog.to_regclass('memstate.sync_slots') IS NOT NULL THEN
+        GRANT SELECT, UPDATE ON memstate.sync_slots TO memstate_sync;
+    END IF;
 
     -- the view, only while it runs with the caller's rights (security_invoker, PostgreSQL 15+,
     -- set by sql/rls.sql): otherwise it would read every namespace with its owner's rights

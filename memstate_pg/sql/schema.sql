@@ -122,8 +122,15 @@ CREATE TABLE IF NOT EXISTS memstate.mirrors (
     last_synced_at     timestamptz,
     last_reconciled_at timestamptz,
     last_reconcile     jsonb,
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    -- where the points live, "kind|location|collection" (Mirror.store_key()); NULL for a
+    -- store private to one process. Two mirrors writing one collection would take each
+    -- other's points for ghosts, so a store is registered once.
+    store              text,
+    -- status() raises an alert for the mirror when more rows than this are pending
+    max_pending        bigint NOT NULL DEFAULT 100000 CHECK (max_pending > 0)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS mirrors_one_per_store ON memstate.mirrors (store);
 
 -- The transactional outbox: one row per change per enabled mirror, written in the same
 -- transaction as the change, deleted by a sync worker only after the mirror acknowledged.
@@ -141,6 +148,22 @@ CREATE TABLE IF NOT EXISTS memstate.outbox (
     dead_at      timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS outbox_ready ON memstate.outbox (mirror, id) WHERE dead_at IS NULL;
+-- The claimable rows of a mirror in claiming order: the range `available_at <= now()` of
+-- this index is exactly the ready rows, so a claim never reads the rows in backoff (an
+-- index on (mirror, id) made an empty claim filter out every backed-off row, every poll).
+CREATE INDEX IF NOT EXISTS outbox_claimable ON memstate.outbox (mirror, available_at, id)
+    WHERE dead_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_dead ON memstate.outbox (mirror) WHERE dead_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_fact ON memstate.outbox (mirror, fact_id);
+
+-- The per-fact locks of the sync path (sql/sync_queries.sql `lock_facts`): a worker batch or
+-- a reconciliation repair holds the row of slot hash(mirror, fact) FOR UPDATE until it
+-- commits, so no fact is written to one mirror by two writers at once. Row locks on a
+-- table only memstate_sync may lock (sql/roles.sql): tenants can compute every slot, but
+-- cannot take one (advisory locks, used before, are open to every login role). Two facts
+-- sharing a slot only make one of them wait a batch.
+CREATE TABLE IF NOT EXISTS memstate.sync_slots (
+    slot int PRIMARY KEY CHECK (slot BETWEEN 0 AND 16383)
+);
+INSERT INTO memstate.sync_slots (slot) SELECT pg_catalog.generate_series(0, 16383)
+ON CONFLICT (slot) DO NOTHING;

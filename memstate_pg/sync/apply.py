@@ -1,7 +1,7 @@
 """Bringing a mirror in line with the current state of some facts.
 
 Shared by the sync worker and by reconciliation's repairs. Both call it inside a
-transaction that holds the per-fact advisory locks (see sql/sync_queries.sql), so what
+transaction that holds the per-fact locks (sql/sync_queries.sql `lock_facts`), so what
 they write is the state of each fact at a moment when no other writer of that mirror
 could be writing it: a mirror never goes back to an older version.
 
@@ -100,7 +100,10 @@ class _VectorListLoader(Loader):
 def _vector_oid(conn: psycopg.Connection) -> int:
     oid = _vector_oids.get(conn)
     if oid is None:
-        row = conn.execute("SELECT 'vector'::regtype::oid").fetchone()
+        row = conn.execute(  # by the column, not by name: the search_path may not hold it
+            "SELECT a.atttypid FROM pg_catalog.pg_attribute a "
+            "WHERE a.attrelid = 'memstate.facts'::pg_catalog.regclass AND a.attname = 'embedding'"
+        ).fetchone()
         assert row is not None
         oid = _vector_oids[conn] = int(row[0])
     return oid
@@ -163,6 +166,7 @@ def build_record(config: MirrorConfig, state: FactState) -> MirrorRecord:
         embedding_model=state.embedding_model,
         content=state.content,
         metadata=pick_metadata(state.payload, config.metadata_fields),
+        mirror=config.name,
     )
 
 

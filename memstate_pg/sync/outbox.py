@@ -26,15 +26,20 @@ __all__ = [
     "Pending",
     "ack",
     "claim",
+    "fact_sizes",
     "fail",
     "load_config",
     "load_configs",
+    "lock_facts",
+    "park",
     "pending",
     "q",
 ]
 
 NIL_UUID = UUID(int=0)
 MAX_ERROR_CHARS = 2000
+MAX_BATCH_BYTES = 32 << 20  # a worker batch reads facts up to this many bytes (fact_sizes)
+MAX_RECORD_BYTES = 8 << 20  # a larger fact is never read: its rows are parked dead
 
 
 @cache
@@ -93,7 +98,6 @@ class ClaimedRow:
     fact_id: UUID
     seq: int
     attempts: int
-    locked: bool  # False: another worker is writing this fact; leave the row alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +130,35 @@ def load_configs(conn: psycopg.Connection) -> dict[str, MirrorConfig]:
     return {r["name"]: MirrorConfig.from_row(r) for r in _rows(conn, "mirror_configs", None)}
 
 
-def claim(conn: psycopg.Connection, mirror: str, limit: int) -> list[ClaimedRow]:
-    """Claim up to `limit` ready rows of `mirror` in the caller's open transaction."""
-    rows = _rows(conn, "claim", {"mirror": mirror, "limit": limit})
-    return [ClaimedRow(r["id"], r["fact_id"], r["seq"], r["attempts"], r["locked"]) for r in rows]
+def claim(
+    conn: psycopg.Connection, mirror: str, limit: int, skip: Sequence[UUID] = ()
+) -> list[ClaimedRow]:
+    """Claim up to `limit` ready rows of `mirror` in the caller's open transaction, leaving
+    out the rows of the facts in `skip`."""
+    rows = _rows(conn, "claim", {"mirror": mirror, "limit": limit, "skip": list(skip)})
+    return [ClaimedRow(r["id"], r["fact_id"], r["seq"], r["attempts"]) for r in rows]
+
+
+def lock_facts(conn: psycopg.Connection, mirror: str, fact_ids: Sequence[UUID]) -> set[UUID]:
+    """Try the per-fact locks of `mirror` (held until the transaction ends); returns the
+    facts now held. Facts another worker or a repair holds are left out."""
+    if not fact_ids:
+        return set()
+    rows = _rows(conn, "lock_facts", {"mirror": mirror, "ids": list(fact_ids)})
+    return {r["fact_id"] for r in rows}
+
+
+def fact_sizes(conn: psycopg.Connection, fact_ids: Sequence[UUID]) -> dict[UUID, int]:
+    """Bytes the worker would read for each live fact among `fact_ids` (absent: deleted)."""
+    if not fact_ids:
+        return {}
+    return {r["fact_id"]: r["bytes"] for r in _rows(conn, "fact_sizes", {"ids": list(fact_ids)})}
+
+
+def park(conn: psycopg.Connection, ids: Sequence[int], reason: str) -> None:
+    """Park rows as dead right away, with `reason` as their last error."""
+    if ids:
+        conn.execute(q("park"), {"ids": list(ids), "error": reason[:MAX_ERROR_CHARS]})
 
 
 def ack(conn: psycopg.Connection, mirror: str, ids: Sequence[int]) -> None:

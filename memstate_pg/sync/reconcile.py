@@ -7,15 +7,20 @@ count each once when pass 2 rescans; at most 100,000 of those):
 1. **Postgres -> mirror.** Keyset pages (by fact_id) over the live facts in the mirror's
    scope; ``mirror.versions(ids)`` tells which are *missing* (absent) or *stale* (another
    version).
-2. **Mirror -> Postgres.** ``mirror.scan(page_size)`` pages over every point; ids that are
-   not live in Postgres, or live but outside the mirror's namespaces/types, are *ghosts*.
+2. **Mirror -> Postgres.** ``mirror.scan_tagged(page_size)`` pages over every point; ids
+   that are not live in Postgres, or live but outside the mirror's namespaces/types, are
+   *ghosts*. Points tagged with another mirror's name (two mirrors sharing a collection)
+   are left alone.
+
+A run always ends: the scan may take the pages ``mirror.count()`` announced plus a margin,
+the run at most `timeout` seconds, and it stops between pages when `should_stop()` says so.
 
 Every difference is re-read from Postgres before it is counted, so a change that
 committed while the page was being compared (and that the worker is delivering) is not
 reported as drift. Differences still in flight at that moment are counted and repaired,
 which is harmless: repairs are idempotent.
 
-Repairs do not fight the sync worker: they go through the same per-fact advisory lock
+Repairs do not fight the sync worker: they go through the same per-fact lock
 (try-lock: a fact a worker holds right now is left to it) and write the fact's *current*
 state, read under the lock, exactly like a worker batch. So a repair can never put an older
 version over a newer one.
@@ -28,6 +33,8 @@ ghosts it has not counted before.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,7 +49,7 @@ from ..mirrors.base import Mirror
 from ..models import ReconcileReport
 from . import outbox
 from .apply import changes_for, read_states, write_changes
-from .outbox import NIL_UUID, MirrorConfig, q
+from .outbox import MAX_RECORD_BYTES, NIL_UUID, MirrorConfig, q
 
 __all__ = ["ConnectionFactory", "Progress", "reconcile", "repair_facts"]
 
@@ -51,6 +58,12 @@ Progress = Callable[[int, "int | None"], None]
 
 MAX_RESCANS = 3
 GHOST_MEMORY = 100_000  # ghost ids remembered to avoid double counts across rescans
+
+log = logging.getLogger("memstate_pg.sync")
+
+
+class _Stop(Exception):
+    """A reconciliation cut short (budget, deadline or stop flag); the text says which."""
 
 
 def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,18 +83,23 @@ def _as_uuid(value: str) -> UUID | None:
 
 
 def repair_facts(
-    conn: psycopg.Connection, config: MirrorConfig, mirror: Mirror, fact_ids: Sequence[UUID]
+    conn: psycopg.Connection,
+    config: MirrorConfig,
+    mirror: Mirror,
+    fact_ids: Sequence[UUID],
+    *,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> set[str]:
     """Make the mirror hold the current state of `fact_ids` (upsert live facts in scope,
-    delete the others), under the worker's per-fact locks. Facts a worker holds right now
-    are skipped. Returns the ids the mirror acknowledged."""
+    delete the others), under the worker's per-fact locks. Facts a worker holds right now,
+    and facts larger than `max_record_bytes`, are skipped. Returns the ids the mirror
+    acknowledged."""
     if not fact_ids:
         return set()
     with conn.transaction():
-        locked = [
-            r["fact_id"]
-            for r in _rows(conn, "lock_facts", {"ids": list(fact_ids), "mirror": config.name})
-        ]
+        held = outbox.lock_facts(conn, config.name, list(fact_ids))
+        sizes = outbox.fact_sizes(conn, [f for f in fact_ids if f in held])
+        locked = [f for f in fact_ids if f in held and sizes.get(f, 0) <= max_record_bytes]
         if not locked:
             return set()
         states = read_states(conn, locked)
@@ -97,6 +115,8 @@ def reconcile(
     repair: bool = True,
     page_size: int = 1000,
     progress: Progress | None = None,
+    timeout: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ReconcileReport:
     """Compare mirror `name` with Postgres and (with `repair`) fix what differs.
 
@@ -104,22 +124,43 @@ def reconcile(
     transaction). `progress(done, total)` is called after every page; `total` counts the
     live facts in scope plus the mirror's points (None if the mirror cannot count). The
     report is also stored in memstate.mirrors (last_reconciled_at, last_reconcile).
+
+    A reconciliation always ends: the scan of the mirror may take as many pages as its
+    count() announced (plus a margin), the whole run at most `timeout` seconds, and it
+    stops between two pages once `should_stop()` is true. A run cut short returns (and
+    stores) what it found so far, and logs why.
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive")
     check_mirror_name(name)
     started = time.perf_counter()
+    deadline = None if timeout is None else time.monotonic() + timeout
     with connect() as conn:
         config = outbox.load_config(conn, name)
         if config is None:
             raise NotFound(f"no mirror {name!r} in memstate.mirrors")
         _require_full_sight(conn, name)
         run = _Reconciliation(
-            conn, config, mirror, repair=repair, page_size=page_size, progress=progress
+            conn,
+            config,
+            mirror,
+            repair=repair,
+            page_size=page_size,
+            progress=progress,
+            deadline=deadline,
+            should_stop=should_stop,
         )
-        run.postgres_to_mirror()
-        run.mirror_to_postgres()
+        try:
+            run.postgres_to_mirror()
+            run.mirror_to_postgres()
+        except _Stop as stop:
+            run.stopped = str(stop)
+            log.warning("reconcile of %s stopped early: %s", name, stop)
         run.report.seconds = round(time.perf_counter() - started, 6)
+        if run.stopped is not None and "stopped" in type(run.report).model_fields:
+            run.report.stopped = run.stopped  # type: ignore[attr-defined]
         conn.execute(q("save_reconcile"), {"name": name, "report": run.report.model_dump_json()})
     return run.report
 
@@ -136,8 +177,14 @@ class _Reconciliation:
         repair: bool,
         page_size: int,
         progress: Progress | None,
+        deadline: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
+        self.deadline = deadline
+        self.should_stop = should_stop
+        self.stopped: str | None = None
+        self.points: int | None = None  # the mirror's count(), for the scan's page budget
         self.config = config
         self.mirror = mirror
         self.repair = repair
@@ -150,12 +197,27 @@ class _Reconciliation:
         self._add_mirror_count()
 
     def _add_mirror_count(self) -> None:
-        if self.total is None:
-            return
         try:
-            self.total += self.mirror.count()
-        except Exception:  # the mirror cannot count: a bar without a total
-            self.total = None
+            self.points = self.mirror.count()
+        except Exception:  # the mirror cannot count: a bar without a total, no page budget
+            self.points = None
+        if self.total is not None:
+            self.total = None if self.points is None else self.total + self.points
+
+    def _check(self) -> None:
+        """Between two pages: stop when asked to, or when the time is up."""
+        if self.should_stop is not None and self.should_stop():
+            raise _Stop("asked to stop")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _Stop("out of time")
+
+    def _scan_budget(self) -> int | None:
+        """Pages one scan may take: what count() announced, plus a margin for points
+        written meanwhile. A scan that goes on past it is not a scan of this mirror."""
+        if self.points is None or self.points < 0:
+            return None
+        pages = math.ceil(self.points / self.page_size)
+        return pages + max(2, pages // 2)
 
     def _tick(self, n: int) -> None:
         self.done += n
@@ -168,6 +230,7 @@ class _Reconciliation:
         """Pass 1: every live fact in scope, against the version the mirror holds."""
         start, exclude = NIL_UUID, None
         while True:
+            self._check()
             rows = _rows(
                 self.conn,
                 "live_page",
@@ -213,7 +276,16 @@ class _Reconciliation:
         counted: dict[str, bool] = {}  # ghost id -> repaired, at most GHOST_MEMORY of them
         for _ in range(MAX_RESCANS):
             deleted = 0
-            for page in self.mirror.scan(self.page_size):
+            budget = self._scan_budget()
+            for n, tagged in enumerate(self.mirror.scan_tagged(self.page_size), 1):
+                if budget is not None and n > budget:
+                    raise _Stop(
+                        f"the scan went past {budget} pages while the mirror counts "
+                        f"{self.points} points"
+                    )
+                self._check()
+                # the points of another mirror sharing the collection are not ours to judge
+                page = [(f, v) for f, v, tag in tagged if tag is None or tag == self.config.name]
                 ghosts, foreign = _ghosts(self.conn, self.config, [fid for fid, _ in page])
                 found = [*ghosts, *foreign]
                 new = [g for g in found if g not in counted]
@@ -233,7 +305,7 @@ class _Reconciliation:
                     deleted += len(fixed)
                 if len(counted) < GHOST_MEMORY:
                     counted.update((g, g in fixed or counted.get(g, False)) for g in found)
-                self._tick(len(page))
+                self._tick(len(tagged))
             if not deleted or len(counted) >= GHOST_MEMORY:
                 return
             self._add_mirror_count()  # deleting may have hidden points from an offset scan
@@ -242,9 +314,12 @@ class _Reconciliation:
 def _require_full_sight(conn: psycopg.Connection, name: str) -> None:
     """Under Row Level Security (sql/rls.sql) a role that cannot see every namespace the
     mirror covers would take the points of the others for ghosts and delete them: refuse."""
-    if conn.execute("SELECT to_regprocedure('memstate.can_reconcile(text)')").fetchone()[0] is None:
+    installed = conn.execute(
+        "SELECT pg_catalog.to_regprocedure('memstate.can_reconcile(text)')"
+    ).fetchone()[0]
+    if installed is None:
         return  # RLS was never installed
-    if not conn.execute("SELECT memstate.can_reconcile(%s)", [name]).fetchone()[0]:
+    if not conn.execute("SELECT memstate.can_reconcile(%s::text)", [name]).fetchone()[0]:
         raise PermissionDenied(
             f"this role cannot see every namespace mirror {name!r} covers: reconcile it "
             "with a role granted them all (see SECURITY.md)"

@@ -9,7 +9,8 @@ A *mirror spec* names a registered mirror and where its store lives::
     NAME=qdrant:path:/var/lib/qdrant          Qdrant local mode on disk (one process only)
     NAME=qdrant::memory:                      Qdrant local mode in memory (demos, tests)
 
-A spec may end with ``?collection=C`` (default: the `collection` argument, "memory").
+A spec may end with ``?collection=C`` (default: the `collection` argument, else the
+mirror's NAME: two mirrors on one store never share a collection by default).
 
 `mirror_from_options` rebuilds a mirror from what ``Mirror.describe()`` stored in
 memstate.mirrors.options when it was registered, so ``memstate-pg sync`` can run without
@@ -54,8 +55,9 @@ def mirror_from_location(kind: str, location: str, collection: str = "memory") -
     )
 
 
-def parse_mirror_spec(spec: str, *, collection: str = "memory") -> tuple[str, Mirror]:
-    """``NAME=KIND:LOCATION[?collection=C]`` -> (name, Mirror)."""
+def parse_mirror_spec(spec: str, *, collection: str | None = None) -> tuple[str, Mirror]:
+    """``NAME=KIND:LOCATION[?collection=C]`` -> (name, Mirror); the collection defaults to
+    `collection`, else NAME."""
     name, sep, rest = spec.partition("=")
     kind, sep2, location = rest.partition(":")
     if not sep or not sep2 or not name or not location:
@@ -64,7 +66,8 @@ def parse_mirror_spec(spec: str, *, collection: str = "memory") -> tuple[str, Mi
         )
     if "?collection=" in location:
         location, _, collection = location.rpartition("?collection=")
-    return name.strip(), mirror_from_location(kind.strip().lower(), location, collection)
+    name = name.strip()
+    return name, mirror_from_location(kind.strip().lower(), location, collection or name)
 
 
 def mirror_from_options(kind: str, options: dict[str, Any]) -> Mirror | None:

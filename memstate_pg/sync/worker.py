@@ -2,23 +2,32 @@
 
 One *batch* is one Postgres transaction on one mirror (see sql/sync_queries.sql):
 
-1. claim the oldest ready rows ``FOR UPDATE SKIP LOCKED`` and try-lock each of their facts
-   (``pg_try_advisory_xact_lock``); rows of a fact another worker holds are left alone;
-2. read the *current* state of the locked facts (after the locks are held), so ten changes
+1. claim the longest-ready rows ``FOR UPDATE SKIP LOCKED`` and try the lock of each of their
+   facts (a row of memstate.sync_slots, ``FOR UPDATE SKIP LOCKED``); rows of a fact another
+   worker or a repair holds are left alone, and the claim moves on past them (a few rounds),
+   so a busy fact never stalls the queue behind it. Only memstate_sync may lock those rows:
+   a tenant can neither take a fact's lock nor hold up a batch;
+2. weigh the facts (bytes, computed by the server): the batch takes them in order up to
+   ``max_batch_bytes`` (always the first), the rest waits for the next batch, and a fact
+   larger than ``max_record_bytes`` is never read: its rows are parked dead with the reason;
+3. read the *current* state of the facts taken (after the locks are held), so ten changes
    of one fact become one write of its latest version, and a fact that is gone becomes a
    delete;
-3. write the mirror in its native batch size (bisecting a failed chunk, see apply.py);
-4. delete the rows the mirror acknowledged, back off the others (exponential, with jitter;
+4. write the mirror in its native batch size (bisecting a failed chunk, see apply.py);
+5. delete the rows the mirror acknowledged, back off the others (exponential, with jitter;
    dead after ``max_attempts``), advance ``last_synced_seq``; COMMIT (without waiting for
    the WAL flush: an acknowledgement lost in a server crash only means a re-delivery).
 
 Every step before COMMIT can die (SIGKILL, a lost connection): the transaction aborts, the
 locks vanish, the rows are claimable again, and re-sending the current state is
 idempotent. Any number of workers, in threads or processes, can run side by side.
+The worker's connections run with ``search_path = pg_catalog, pg_temp``.
 
 ``run_forever`` LISTENs on channel ``memstate_outbox`` (the outbox trigger NOTIFYs it once
 per writing statement) on a dedicated autocommit connection and falls back to polling every
-``poll_interval`` seconds, so a lost notification costs latency, never data.
+``poll_interval`` seconds, so a lost notification costs latency, never data. Anyone may
+NOTIFY the channel: cycles woken that way that find nothing are ``wake_interval`` apart.
+Scheduled reconciliations run beside the batches, in a thread, and always end.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -42,7 +52,7 @@ from ..errors import NotFound
 from ..mirrors.base import Mirror
 from . import outbox
 from .apply import changes_for, read_states, write_changes
-from .outbox import MirrorConfig
+from .outbox import MAX_BATCH_BYTES, MAX_RECORD_BYTES, MirrorConfig
 
 __all__ = ["BatchStats", "SyncWorker"]
 
@@ -55,6 +65,11 @@ _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 DEFAULT_BATCH = 500  # when neither batch_size nor a mirror limit below it is given
 CONFIG_TTL = 2.0  # seconds a mirror's registry row is cached
 BUSY_WAIT = 0.02  # pause when the only ready rows belong to facts another worker holds
+PIN_SEARCH_PATH = "SET search_path = pg_catalog, pg_temp"
+STOP_EVENT_CHECK = 0.1  # how often the watcher thread of run_forever(stop_event) looks
+RECONCILE_JOIN = 5.0  # seconds run_forever waits for a scheduled reconciliation to stop
+WAKE_INTERVAL = 0.05  # at least this long between cycles woken by NOTIFY that found nothing
+CLAIM_ROUNDS = 3  # claims per batch when facts held elsewhere leave it short
 
 
 @dataclass(slots=True)
@@ -78,16 +93,17 @@ class BatchStats:
 class SyncWorker:
     """Applies outbox rows to mirrors. See the module docstring for the protocol.
 
-    `mirrors`: a dict name -> Mirror; or names, looked up with ``store.mirror(name)``; or
-    None for ``store.mirrors()`` (else every enabled mirror of the registry that can be
-    rebuilt from its options). The worker opens its own small connection pool on
+    `mirrors`: a dict name -> Mirror; or a list of names (looked up with
+    ``store.mirror(name)``) and of Mirror objects registered with `store`; or None for
+    ``store.mirrors()`` (else every enabled mirror of the registry that can be rebuilt from
+    its options). The worker opens its own small connection pool on
     ``store.dsn`` (or `dsn`), so it never competes with the application for connections.
     """
 
     def __init__(
         self,
         store: Any,
-        mirrors: Mapping[str, Mirror] | Sequence[str] | None = None,
+        mirrors: Mapping[str, Mirror] | Sequence[str | Mirror] | Mirror | None = None,
         *,
         batch_size: int | None = None,
         max_attempts: int = 8,
@@ -95,8 +111,12 @@ class SyncWorker:
         backoff_max: float = 60.0,
         poll_interval: float = 1.0,
         reconcile_every: float | None = None,
+        reconcile_timeout: float = 300.0,
         worker_id: str | None = None,
         dsn: str | None = None,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        wake_interval: float = WAKE_INTERVAL,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -108,6 +128,12 @@ class SyncWorker:
             raise ValueError("poll_interval must be positive")
         if reconcile_every is not None and reconcile_every <= 0:
             raise ValueError("reconcile_every must be positive")
+        if reconcile_timeout <= 0:
+            raise ValueError("reconcile_timeout must be positive")
+        if max_batch_bytes < 1 or max_record_bytes < 1:
+            raise ValueError("max_batch_bytes and max_record_bytes must be positive")
+        if wake_interval < 0:
+            raise ValueError("wake_interval must not be negative")
         self.store = store
         self.dsn: str = dsn or store.dsn
         self.batch_size = batch_size
@@ -116,6 +142,10 @@ class SyncWorker:
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
         self.reconcile_every = reconcile_every
+        self.reconcile_timeout = reconcile_timeout
+        self.max_batch_bytes = max_batch_bytes
+        self.max_record_bytes = max_record_bytes
+        self.wake_interval = wake_interval
         self.worker_id = (
             worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
         )
@@ -125,6 +155,7 @@ class SyncWorker:
         self._configs: dict[str, tuple[float, MirrorConfig]] = {}
         self._paused: dict[str, float] = {}  # mirror -> monotonic time it may be tried again
         self._next_reconcile: dict[str, float] = {}
+        self._reconciler: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -158,8 +189,12 @@ class SyncWorker:
                     except NotFound as exc:
                         log.warning("not syncing %s: %s", name, exc)
             else:
-                names = [spec] if isinstance(spec, str) else list(spec)
-                found = {name: lookup_mirror(self.store, name) for name in names}
+                found = {}
+                for item in [spec] if isinstance(spec, str | Mirror) else list(spec):
+                    if isinstance(item, Mirror):
+                        found[name_of(self.store, item)] = item
+                    else:
+                        found[item] = lookup_mirror(self.store, item)
         if not found:
             raise ValueError("no mirrors to sync: register one with add_mirror() or pass mirrors=")
         with self._connection() as conn:
@@ -179,8 +214,9 @@ class SyncWorker:
             self._pool = ConnectionPool(
                 self.dsn,
                 min_size=1,
-                max_size=2,
+                max_size=3,  # batches, and a scheduled reconciliation beside them
                 kwargs={"autocommit": True, "application_name": self._app_name("batch")},
+                configure=_pin_search_path,
                 check=ConnectionPool.check_connection,
                 open=True,
                 name=f"memstate-sync-{self.worker_id}",
@@ -241,15 +277,24 @@ class SyncWorker:
             if config is None or not config.enabled:
                 return stats
             conn.execute(outbox.q("batch_settings"))
-            rows = outbox.claim(conn, name, limit)
-            mine = [r for r in rows if r.locked]
-            stats.busy = len(rows) - len(mine)
+            mine, stats.busy = self._claim(conn, name, limit)
             if not mine:
                 return stats
-            stats.claimed = len(mine)
             fact_ids = list(dict.fromkeys(r.fact_id for r in mine))
-            states = read_states(conn, fact_ids)
-            outcome = write_changes(mirror, changes_for(config, fact_ids, states))
+            take, oversize = self._weigh(conn, fact_ids)
+            parked = [r.id for r in mine if r.fact_id in oversize]
+            for fid, size in oversize.items():
+                outbox.park(
+                    conn,
+                    [r.id for r in mine if r.fact_id == fid],
+                    f"fact {fid} is {size} bytes, more than this worker takes "
+                    f"(max_record_bytes={self.max_record_bytes}): raise the limit and requeue",
+                )
+            mine = [r for r in mine if r.fact_id in take]  # the rest waits for the next batch
+            stats.claimed = len(mine) + len(parked)
+            states = read_states(conn, list(take))
+            outcome = write_changes(mirror, changes_for(config, list(take), states))
+            del states
             acked = [r.id for r in mine if str(r.fact_id) in outcome.ok]
             failures = {
                 r.id: outcome.failed[str(r.fact_id)]
@@ -264,7 +309,17 @@ class SyncWorker:
                 backoff_base=self.backoff_base,
                 backoff_max=self.backoff_max,
             )
-        stats.acked, stats.failed, stats.dead = len(acked), len(failures), result.dead
+        stats.acked = len(acked)
+        stats.failed = len(failures) + len(parked)
+        stats.dead = result.dead + len(parked)
+        if parked:
+            log.warning(
+                "mirror %s: %d row(s) of %d fact(s) larger than max_record_bytes=%d parked dead",
+                name,
+                len(parked),
+                len(oversize),
+                self.max_record_bytes,
+            )
         if failures:
             log.warning(
                 "mirror %s: %d row(s) failed (%d dead), %d acked: %s",
@@ -277,6 +332,51 @@ class SyncWorker:
             if not acked:  # nothing got through: the mirror is likely down, let it breathe
                 self._paused[name] = time.monotonic() + result.min_delay
         return stats
+
+    def _claim(
+        self, conn: psycopg.Connection, name: str, limit: int
+    ) -> tuple[list[outbox.ClaimedRow], int]:
+        """Claim up to `limit` ready rows whose facts this batch could lock; returns them and
+        the number of rows left alone because another writer holds their fact. A fact held
+        elsewhere does not stall the queue: the claim moves on past it (a few rounds)."""
+        mine: list[outbox.ClaimedRow] = []
+        seen: list[UUID] = []
+        busy = 0
+        want = limit
+        for _ in range(CLAIM_ROUNDS):
+            rows = outbox.claim(conn, name, want, seen)
+            if not rows:
+                break
+            new = list(dict.fromkeys(r.fact_id for r in rows))
+            held = outbox.lock_facts(conn, name, new)
+            seen.extend(new)
+            for r in rows:
+                if r.fact_id in held:
+                    mine.append(r)
+                else:
+                    busy += 1
+            if len(rows) < want or len(mine) >= limit:
+                break
+            want = limit - len(mine)
+        return mine, busy
+
+    def _weigh(
+        self, conn: psycopg.Connection, fact_ids: list[UUID]
+    ) -> tuple[dict[UUID, int], dict[UUID, int]]:
+        """Split the facts of a batch into those it takes (in order, until max_batch_bytes;
+        the first always) and those larger than max_record_bytes; the others wait."""
+        sizes = outbox.fact_sizes(conn, fact_ids)  # deleted facts are absent: nothing to read
+        take: dict[UUID, int] = {}
+        oversize: dict[UUID, int] = {}
+        total = 0
+        for fid in fact_ids:
+            size = sizes.get(fid, 0)
+            if size > self.max_record_bytes:
+                oversize[fid] = size
+            elif not take or total + size <= self.max_batch_bytes:
+                take[fid] = size
+                total += size
+        return take, oversize
 
     def _active(self) -> list[str]:
         now = time.monotonic()
@@ -342,18 +442,27 @@ class SyncWorker:
     def run_forever(self, stop_event: threading.Event | None = None) -> None:
         """Sync until `stop()`, `stop_event`, SIGTERM or SIGINT (the last two when called
         from the main thread). The batch in progress is finished, then connections close.
-        A stop is final (even one that came before this call): start a new worker to resume."""
+        A stop is final (even one that came before this call): start a new worker to resume.
+
+        Idle, the worker runs a cycle when a NOTIFY arrives or every `poll_interval`
+        seconds; cycles woken by NOTIFY that find nothing are at least `wake_interval`
+        apart, so anyone who can NOTIFY the channel cannot make it spin. Scheduled
+        reconciliations (`reconcile_every`) run in a thread of their own, bounded by
+        `reconcile_timeout`: they never hold up the batches of any mirror."""
         restore = self._install_signals()
+        unwatch = self._watch(stop_event)
         listener: psycopg.Connection | None = None
         db_backoff = 0.1
         log.info("sync worker %s started for %s", self.worker_id, ", ".join(self.mirrors))
         try:
             while not self._should_stop(stop_event):
+                started = time.monotonic()
                 try:
                     if listener is None:
                         listener = psycopg.connect(
                             self.dsn, autocommit=True, application_name=self._app_name("listen")
                         )
+                        listener.execute(PIN_SEARCH_PATH)
                         listener.execute(f"LISTEN {CHANNEL}")
                     stats = self._cycle()
                     self._maybe_reconcile()
@@ -368,17 +477,45 @@ class SyncWorker:
                     continue
                 if stats.acked or stats.failed:
                     continue  # more may be waiting: look again before sleeping
-                timeout = BUSY_WAIT if stats.busy else self._idle_timeout(stop_event)
-                listener = self._wait(listener, timeout)
+                timeout = BUSY_WAIT if stats.busy else self._idle_timeout()
+                listener, notified = self._wait(listener, timeout)
+                hold = started + self.wake_interval - time.monotonic()
+                if notified and hold > 0:  # this cycle found nothing: do not spin on NOTIFYs
+                    self._sleep(hold, stop_event)
         finally:
+            unwatch()
             _close_quietly(listener)
+            self._join_reconciler()
             restore()
             log.info("sync worker %s stopped", self.worker_id)
 
     def _should_stop(self, stop_event: threading.Event | None) -> bool:
         return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
 
-    def _idle_timeout(self, stop_event: threading.Event | None) -> float:
+    def _watch(self, stop_event: threading.Event | None) -> Callable[[], None]:
+        """Turn `stop_event` into stop() (which wakes the loop at once) from a thread, so the
+        loop itself sleeps for its whole poll_interval. Returns what ends the watch."""
+        if stop_event is None:
+            return lambda: None
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if stop_event.wait(STOP_EVENT_CHECK):
+                    self.stop()
+                    return
+
+        thread = threading.Thread(target=watch, name=f"memstate-sync-stop-{self.worker_id}")
+        thread.daemon = True
+        thread.start()
+
+        def unwatch() -> None:
+            done.set()
+            thread.join(1.0)
+
+        return unwatch
+
+    def _idle_timeout(self) -> float:
         timeout = self.poll_interval
         now = time.monotonic()
         wakes = [t for t in self._paused.values() if t > now]
@@ -386,29 +523,29 @@ class SyncWorker:
             timeout = min(timeout, min(wakes) - now)
         if self.reconcile_every is not None and self._next_reconcile:
             timeout = min(timeout, min(self._next_reconcile.values()) - now)
-        if stop_event is not None:  # an Event cannot wake select(): poll it
-            timeout = min(timeout, 0.1)
         return max(0.0, timeout)
 
     def _wait(
         self, listener: psycopg.Connection | None, timeout: float
-    ) -> psycopg.Connection | None:
-        """Sleep until a NOTIFY, `stop()`, or `timeout`. Returns the listener (None if lost)."""
+    ) -> tuple[psycopg.Connection | None, bool]:
+        """Sleep until a NOTIFY, `stop()`, or `timeout`. Returns the listener (None if lost)
+        and whether a NOTIFY woke it."""
         fds = [self._wake_r] + ([listener.fileno()] if listener is not None else [])
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except (OSError, ValueError):
-            return _close_quietly(listener)
+            return _close_quietly(listener), False
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.read(self._wake_r, 4096)
+        notified = False
         if listener is not None and listener.fileno() in readable:
             try:
                 for _ in listener.notifies(timeout=0):
-                    pass
+                    notified = True
             except psycopg.Error:
-                return _close_quietly(listener)
-        return listener
+                return _close_quietly(listener), False
+        return listener, notified
 
     def _sleep(self, seconds: float, stop_event: threading.Event | None) -> None:
         end = time.monotonic() + seconds
@@ -416,7 +553,7 @@ class SyncWorker:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            self._wait(None, min(left, 0.1 if stop_event is not None else left))
+            self._wait(None, left)  # stop() (and so stop_event, see _watch) wakes it
 
     def _install_signals(self) -> Callable[[], None]:
         """SIGTERM/SIGINT -> stop(), in the main thread only; returns what restores them."""
@@ -442,39 +579,84 @@ class SyncWorker:
     # -- scheduled reconciliation ---------------------------------------------------------
 
     def _maybe_reconcile(self) -> None:
-        if self.reconcile_every is None:
+        """Start the reconciliations that are due, in a thread (one at a time)."""
+        if self.reconcile_every is None or self._should_stop(None):
+            return
+        if self._reconciler is not None and self._reconciler.is_alive():
             return
         now = time.monotonic()
-        for name in self.mirrors:
-            due = self._next_reconcile.setdefault(name, now)
-            if due <= now and not self._should_stop(None):
-                self._next_reconcile[name] = now + self.reconcile_every
+        due = [n for n in self.mirrors if self._next_reconcile.setdefault(n, now) <= now]
+        if not due:
+            return
+        for name in due:
+            self._next_reconcile[name] = now + self.reconcile_every
+        self._reconciler = threading.Thread(
+            target=self._reconcile_due,
+            args=(due,),
+            name=f"memstate-reconcile-{self.worker_id}",
+            daemon=True,  # a mirror call that never returns must not keep the process alive
+        )
+        self._reconciler.start()
+
+    def _reconcile_due(self, names: list[str]) -> None:
+        for name in names:
+            if self.stopping:
+                return
+            try:
                 self.reconcile_if_due(name)
+            except Exception as exc:  # the database went away: the next schedule retries
+                log.warning("scheduled reconcile of %s failed: %s", name, exc)
+
+    def _join_reconciler(self) -> None:
+        thread = self._reconciler
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(RECONCILE_JOIN)
+            if thread.is_alive():
+                log.warning(
+                    "sync worker %s: a reconciliation is stuck in a mirror call; leaving it",
+                    self.worker_id,
+                )
 
     def reconcile_if_due(self, name: str) -> Any:
-        """Reconcile mirror `name` unless another process did within `reconcile_every`
-        seconds or is doing it now. Returns the ReconcileReport, or None if skipped."""
+        """Reconcile mirror `name` unless another process did (or started to) within
+        `reconcile_every` seconds. Returns the ReconcileReport, or None if skipped.
+
+        Bounded: at most `reconcile_timeout` seconds, the pages the mirror's count()
+        announces, and it stops between two pages when the worker is stopping."""
         from .reconcile import reconcile
 
+        every = self.reconcile_every or 0.0
         with self._connection() as conn:
             config = outbox.load_config(conn, name)
             if config is None:
                 return None
-            every = self.reconcile_every or 0.0
             if config.reconciled_ago is not None and config.reconciled_ago < every:
                 return None
-            row = conn.execute(outbox.q("try_reconcile_lock"), {"mirror": name}).fetchone()
-            if not row or not row[0]:
-                return None
-            try:
-                report = reconcile(self._connection, name, self.mirrors[name], repair=True)
-            except Exception as exc:  # a failed check must not stop syncing
-                log.warning("scheduled reconcile of %s failed: %s", name, exc)
-                return None
-            finally:
-                conn.execute(outbox.q("reconcile_unlock"), {"mirror": name})
+            leased = conn.execute(
+                outbox.q("claim_reconcile"), {"mirror": name, "every": every}
+            ).fetchone()
+            if leased is None:
+                return None  # another worker took it a moment ago
+        try:
+            report = reconcile(
+                self._connection,
+                name,
+                self.mirrors[name],
+                repair=True,
+                timeout=self.reconcile_timeout,
+                should_stop=lambda: self.stopping,
+            )
+        except Exception as exc:  # a failed check must not stop syncing
+            log.warning("scheduled reconcile of %s failed: %s", name, exc)
+            return None
         log.info("reconciled %s: %s", name, report)
         return report
+
+
+def _pin_search_path(conn: psycopg.Connection) -> None:
+    """Nothing the worker runs resolves a name through a schema a tenant could create in
+    (its queries are qualified too; this covers what they call in turn)."""
+    conn.execute(PIN_SEARCH_PATH)
 
 
 def _close_quietly(conn: psycopg.Connection | None) -> None:
@@ -488,6 +670,20 @@ def store_mirrors(store: Any) -> dict[str, Mirror]:
     """The Mirror objects registered with `store` in this process."""
     getter = getattr(store, "mirrors", None)
     return dict(getter()) if callable(getter) else dict(getattr(store, "_mirrors", None) or {})
+
+
+def name_of(store: Any, mirror: Mirror) -> str:
+    """The name `mirror` (the object itself) is registered under with `store`."""
+    names = [n for n, m in store_mirrors(store).items() if m is mirror]
+    if len(names) != 1:
+        where = (
+            f"is registered as each of {names}" if names else "is not registered with this store"
+        )
+        raise NotFound(
+            f"{mirror!r} {where}: pass mirrors={{name: mirror}}, or names"
+            + ("" if names else " (store.add_mirror(mirror, name) registers it)")
+        )
+    return names[0]
 
 
 def lookup_mirror(store: Any, name: str) -> Mirror:

@@ -8,6 +8,7 @@ import random
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from tests.support.sync_procs import (
     RecordingMirror,
     SyncStore,
     drift,
+    hold_fact,
     no_drift,
     ordering_violations,
     outbox_rows,
@@ -185,7 +187,7 @@ def test_facts_a_worker_holds_are_left_to_it(store: SyncStore) -> None:
         assert w.drain(10)
     m.delete([a, b])
     with psycopg.connect(store.dsn) as worker_like:
-        worker_like.execute("SELECT pg_advisory_xact_lock(hashtextextended('m:' || %s, 0))", (a,))
+        hold_fact(worker_like, "m", UUID(a))
         report = store.reconcile("m")
     assert report.missing == 2 and report.repaired == 1
     assert set(m.get([a, b])) == {b}

@@ -18,6 +18,7 @@ from tests.support.sync_procs import (
     RecordingMirror,
     SyncStore,
     drift,
+    hold_fact,
     no_drift,
     ordering_violations,
     outbox_rows,
@@ -246,9 +247,7 @@ def test_a_fact_locked_by_another_worker_is_left_alone(store: SyncStore) -> None
     store.add_mirror(m, "mem")
     held, free = store.commit(note("held")), store.commit(note("free"))
     with psycopg.connect(store.dsn) as other:  # plays a worker busy with `held`
-        other.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('mem:' || %s, 0))", (str(held),)
-        )
+        hold_fact(other, "mem", held)
         with SyncWorker(store) as w:
             assert w.run_once() == 1
             (r,) = outbox_rows(store.dsn, "mem")

@@ -30,6 +30,14 @@ from memstate_pg.sync.apply import read_states
 SyncStore = MemoryStore  # the store the sync tests use (the name predates the integration)
 
 
+def hold_fact(conn: psycopg.Connection, mirror: str, fact_id: Any) -> None:
+    """Take the per-fact lock of the sync path in `conn`'s open transaction, as a worker
+    batch does (held until it ends)."""
+    from memstate_pg.sync import outbox
+
+    assert outbox.lock_facts(conn, mirror, [fact_id]) == {fact_id}
+
+
 # --- comparing a mirror with Postgres ---------------------------------------------------
 
 
@@ -163,6 +171,12 @@ class RecordingMirror(Mirror):
 
     def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
         return self.inner.scan(page_size)
+
+    def scan_tagged(self, page_size: int = 1000) -> Iterator[list[tuple[str, int, str | None]]]:
+        return self.inner.scan_tagged(page_size)
+
+    def store_key(self) -> str | None:
+        return self.inner.store_key()
 
     def count(self) -> int:
         return self.inner.count()
