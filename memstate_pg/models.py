@@ -85,6 +85,7 @@ class ReconcileReport(BaseModel):
     ghosts: int = 0
     repaired: int = 0
     seconds: float = 0.0
+    stopped: str | None = None  # why a run ended before comparing everything (budget, stop)
 
     @property
     def drift(self) -> int:
@@ -104,3 +105,5 @@ class MirrorStatus(BaseModel):
     last_synced_at: datetime | None
     last_reconciled_at: datetime | None
     last_reconcile: dict[str, Any] | None = None
+    max_pending: int | None = None  # the backlog above which status raises backlog_alert
+    backlog_alert: bool = False  # more rows pending than max_pending: the worker falls behind

@@ -28,7 +28,7 @@ _KINDS = ("chroma:", "qdrant:")
 log = logging.getLogger("memstate_pg.cli")
 
 
-def _spec(spec: str, name: str | None, collection: str) -> tuple[str, Any]:
+def _spec(spec: str, name: str | None, collection: str | None) -> tuple[str, Any]:
     """A spec with or without its ``NAME=`` part (then `name` is used)."""
     from ..sync.specs import parse_mirror_spec
 
@@ -337,7 +337,11 @@ def _mirror_option(p: argparse.ArgumentParser, *, many: bool) -> None:
         "(optionally ?collection=C)"
         + (" (repeatable; default: every registered mirror it can reach)" if many else ""),
     )
-    p.add_argument("--collection", default="memory", help="collection name")
+    p.add_argument(
+        "--collection",
+        default=None,
+        help="collection name (default: the mirror's name; ?collection=C in a spec wins)",
+    )
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 mirror registration API of the stores.
 
 * :class:`SyncWorker` (worker.py) claims outbox rows (``FOR UPDATE SKIP LOCKED`` plus a
-  per-fact advisory lock), coalesces them per fact, writes the mirrors and acknowledges.
+  per-fact row lock in memstate.sync_slots, which tenants cannot take), coalesces them per fact, writes the mirrors and acknowledges.
 * :func:`reconcile` (reconcile.py) compares a mirror with Postgres by (fact_id, version)
   in bounded memory and repairs drift.
 
