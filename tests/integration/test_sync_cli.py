@@ -103,7 +103,8 @@ def test_sync_once_with_a_qdrant_path_spec(store: SyncStore, tmp_path, capsys) -
         capsys, "sync", "--dsn", store.dsn, "--once", "--mirror", f"q=qdrant:path:{path}"
     )
     assert code == 0 and "acked 1 outbox row(s)" in out, err
-    mirror = QdrantMirror.from_location(path)  # the command closed its client: the dir is free
+    # the command closed its client: the dir is free; the collection is named after the mirror
+    mirror = QdrantMirror.from_location(path, collection="q")
     try:
         assert mirror.count() == 1
     finally:
