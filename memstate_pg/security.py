@@ -26,8 +26,11 @@ from .types import check_name
 __all__ = [
     "GROUP_ROLES",
     "Grant",
+    "LockHolder",
     "RoleInfo",
+    "SchemaRisk",
     "create_login",
+    "create_risks",
     "create_roles",
     "drop_login",
     "disable_rls",
@@ -35,6 +38,7 @@ __all__ = [
     "grant",
     "list_grants",
     "list_roles",
+    "lock_holders",
     "revoke",
     "rls_status",
 ]
@@ -67,6 +71,32 @@ class RoleInfo:
     role: str
     exists: bool
     members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRisk:
+    """A schema on the search path (or pgvector's) in which `grantee` may CREATE: there it
+    could plant a function or operator that a better-matching overload resolution picks in
+    other roles' unqualified SQL (memstate's own functions pin their search_path)."""
+
+    schema: str
+    grantee: str  # "PUBLIC", a memstate group role, or one of their members
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """A session of a non-administrator role holding a table lock on a memstate table that
+    blocks ordinary writes (SHARE or stronger; INSERT/UPDATE/DELETE take ROW EXCLUSIVE)."""
+
+    pid: int
+    role: str
+    table: str
+    mode: str
+    since: datetime | None  # start of the holding transaction
+
+
+#: Lock modes that conflict with ROW EXCLUSIVE (every INSERT, UPDATE and DELETE).
+BLOCKING_LOCK_MODES = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 
 
 @contextlib.contextmanager
@@ -120,13 +150,95 @@ def rls_status(target: Target) -> dict[str, str]:
     return {name: ("forced" if forced else "on") if on else "off" for name, on, forced in rows}
 
 
-def create_roles(target: Target) -> list[str]:
+def create_roles(target: Target, *, revoke_create: bool = False) -> list[str]:
     """Create the group roles if missing and (re)grant their privileges (sql/roles.sql).
-    Returns the roles that did not exist before."""
+    Returns the roles that did not exist before. With `revoke_create`, also revoke CREATE on
+    the schemas create_risks() names (from PUBLIC where PUBLIC holds it: PostgreSQL 15's
+    default for `public`, which affects every role of the database)."""
     with _transaction(target) as conn:
         before = _existing_roles(conn, GROUP_ROLES)
         conn.execute(read_sql("roles.sql"))
+        if revoke_create:
+            from psycopg import sql
+
+            for risk in _create_risks(conn):
+                grantee = (
+                    sql.SQL("PUBLIC") if risk.grantee == "PUBLIC" else sql.Identifier(risk.grantee)
+                )
+                conn.execute(
+                    sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(
+                        sql.Identifier(risk.schema), grantee
+                    )
+                )
     return [r for r in GROUP_ROLES if r not in before]
+
+
+def create_risks(target: Target) -> list[SchemaRisk]:
+    """Who may CREATE in a schema that other roles' SQL resolves names in: the schemas on
+    this session's search_path and the vector extension's schema, checked for PUBLIC, the
+    memstate group roles and their members (owners of the schema and superusers aside).
+    A tenant that may CREATE there can plant a better-matching overload of a function or
+    operator (e.g. `hashtextextended(text, integer)`) that runs with the rights of whoever
+    calls the unqualified name: revoke it (`create_roles(..., revoke_create=True)`,
+    `memstate-pg roles --revoke-create`). PostgreSQL 15+ no longer grants CREATE on public
+    to PUBLIC, but databases created before (or pg_upgrade'd) still do."""
+    with _transaction(target) as conn:
+        return _create_risks(conn)
+
+
+def _create_risks(conn: psycopg.Connection) -> list[SchemaRisk]:
+    rows = conn.execute(
+        """
+        WITH schemas AS (
+            SELECT n.oid, n.nspname, n.nspowner, coalesce(n.nspacl, acldefault('n', n.nspowner)) AS acl
+            FROM pg_namespace n
+            WHERE n.nspname = ANY (current_schemas(false))
+               OR n.oid IN (SELECT e.extnamespace FROM pg_extension e WHERE e.extname = 'vector')
+        ), roles AS (
+            SELECT r.oid, r.rolname FROM pg_roles r
+            WHERE NOT r.rolsuper AND (r.rolname = ANY (%(groups)s) OR EXISTS (
+                SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                WHERE m.member = r.oid AND g.rolname = ANY (%(groups)s)))
+        )
+        SELECT s.nspname::text, 'PUBLIC' FROM schemas s, aclexplode(s.acl) a
+        WHERE a.grantee = 0 AND a.privilege_type = 'CREATE'
+        UNION
+        SELECT s.nspname::text, r.rolname::text FROM schemas s, roles r
+        WHERE r.oid <> s.nspowner AND NOT pg_has_role(r.oid, s.nspowner, 'MEMBER')
+          AND EXISTS (SELECT 1 FROM aclexplode(s.acl) a
+                      WHERE a.grantee = r.oid AND a.privilege_type = 'CREATE')
+        ORDER BY 1, 2
+        """,
+        {"groups": list(GROUP_ROLES)},
+    ).fetchall()
+    return [SchemaRisk(schema, grantee) for schema, grantee in rows]
+
+
+def lock_holders(target: Target) -> list[LockHolder]:
+    """Sessions holding a lock on a memstate table that blocks every writer (SHARE mode or
+    stronger), other than superusers and the table's owner. A role with a table-level
+    UPDATE, DELETE or TRUNCATE privilege may `LOCK TABLE` in any mode: memstate_app holds
+    none on memstate.facts, but memstate_sync keeps DELETE on memstate.outbox
+    (acknowledgement), so a compromised sync role can stall every writer; this finds it.
+    End such a session with pg_terminate_backend(pid)."""
+    with _transaction(target) as conn:
+        rows = conn.execute(
+            """
+            SELECT l.pid, r.rolname::text, c.relname::text, l.mode, a.xact_start
+            FROM pg_locks l
+            JOIN pg_class c ON c.oid = l.relation
+            JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'memstate'
+            JOIN pg_stat_activity a ON a.pid = l.pid
+            JOIN pg_roles r ON r.oid = a.usesysid
+            WHERE l.locktype = 'relation' AND l.granted AND l.mode = ANY (%s)
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.pid <> pg_backend_pid()
+              AND NOT r.rolsuper AND NOT pg_has_role(r.oid, c.relowner, 'MEMBER')
+            ORDER BY a.xact_start, l.pid, c.relname
+            """,
+            [list(BLOCKING_LOCK_MODES)],
+        ).fetchall()
+    return [LockHolder(*row) for row in rows]
 
 
 def list_roles(target: Target) -> list[RoleInfo]:

@@ -532,8 +532,8 @@ class StoreCore:
         check_int("seq", seq)
         check_meta(actor=actor, reason=reason)
         if self.namespace is not None:
-            rows = yield Exec(Q("commits"), {"namespace": self.namespace, "limit": None}, "all")
-            if not any(r["seq"] == seq for r in rows):
+            row = yield Exec(Q("commit_in_namespace"), {"seq": seq, "namespace": self.namespace})
+            if not row["found"]:
                 raise NotFound(f"no commit {seq} in namespace {self.namespace!r}")
         row = yield Exec(Q("revert"), {"seq": seq, "actor": actor, "reason": reason})
         done: int = row["seq"]

@@ -16,6 +16,7 @@ character match themselves; ``\\*`` is a literal star. Quote them in the shell.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .. import security
@@ -79,8 +80,22 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 def cmd_roles(args: argparse.Namespace) -> int:
     dsn = common.checked_dsn(args)
-    created = [] if args.list else security.create_roles(dsn)
+    created = [] if args.list else security.create_roles(dsn, revoke_create=args.revoke_create)
     roles = security.list_roles(dsn)
+    for risk in security.create_risks(dsn):
+        print(
+            f"warning: {risk.grantee} may CREATE in schema {risk.schema} (on the search path): "
+            "a tenant could plant functions there that run with other roles' rights\n"
+            "hint: memstate-pg roles --revoke-create",
+            file=sys.stderr,
+        )
+    for held in security.lock_holders(dsn):
+        print(
+            f"warning: role {held.role} (pid {held.pid}) holds {held.mode} on "
+            f"memstate.{held.table}, which blocks every writer\n"
+            f"hint: SELECT pg_terminate_backend({held.pid}) if it is not maintenance",
+            file=sys.stderr,
+        )
     if args.json:
         common.print_json(
             [
@@ -152,6 +167,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
 
     p = add("roles", "create/refresh the least-privilege roles and list them")
     p.add_argument("--list", action="store_true", help="only list, change nothing")
+    p.add_argument(
+        "--revoke-create",
+        action="store_true",
+        help="also revoke CREATE on schemas of the search path from PUBLIC and the memstate roles",
+    )
     common.add_json_option(p)
     p.set_defaults(func=cmd_roles)
 

@@ -4,29 +4,98 @@
 --
 -- Errors carry custom SQLSTATEs that the Python API maps to its exceptions:
 --   MSV01 -> ValidationFailed   MSC01 -> ConflictError   MSN01 -> NotFound
--- All functions are SECURITY INVOKER: they can do nothing the calling role could not.
--- Re-runnable (CREATE OR REPLACE); applied after sql/schema.sql.
+-- Functions are SECURITY INVOKER (they can do nothing the calling role could not), except
+-- the few trigger functions marked SECURITY DEFINER below, which check what a tenant's view
+-- under RLS cannot see; trigger functions cannot be called directly.
+-- Every function pins `search_path = pg_catalog, pg_temp`: a caller's search_path (and any
+-- function or operator a tenant could CREATE in a schema on it, such as `public` on
+-- databases from PostgreSQL <= 14) never changes what runs inside. pgvector's functions and
+-- operators live in the extension's schema, which is therefore NOT on the path: its few uses
+-- are written with pg_catalog only (memstate._vector_dims/_vector_norm, comparisons through
+-- float4[]), or qualified with the schema looked up at run time (memstate._distance_sql).
+-- Type names in signatures (`vector`) are bound when the function is created.
+-- Re-runnable (CREATE OR REPLACE); applied after sql/schema.sql. By hand, in ONE transaction
+-- (psql -1), so that no statement runs against a half-applied file.
 
 -- ---------------------------------------------------------------------------------------
 -- Small helpers
 -- ---------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION memstate._fail(p_code text, p_message text, p_detail text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = coalesce(p_detail, '');
 END $$;
 
 CREATE OR REPLACE FUNCTION memstate._config_int(p_key text)
-RETURNS bigint LANGUAGE sql STABLE AS $$
+RETURNS bigint LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT (value #>> '{}')::bigint FROM memstate.config WHERE key = p_key
+$$;
+
+-- The size limits of memstate.config ('max_payload_bytes', 'max_content_bytes', bytes of the
+-- JSON text and of the content), for every writer: write_fact, and the triggers on facts and
+-- fact_versions, so raw INSERTs and UPDATEs meet the same limits. Raises MSV01.
+CREATE OR REPLACE FUNCTION memstate._check_sizes(p_payload jsonb, p_content text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n   bigint;
+    v_max bigint;
+BEGIN
+    IF p_payload IS NOT NULL THEN
+        v_n := octet_length(p_payload::text);
+        v_max := memstate._config_int('max_payload_bytes');
+        IF v_n > v_max THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('payload is %s bytes, over the limit of %s', v_n, v_max));
+        END IF;
+    END IF;
+    IF p_content IS NOT NULL THEN
+        v_n := octet_length(p_content);
+        v_max := memstate._config_int('max_content_bytes');
+        IF v_n > v_max THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('content is %s bytes, over the limit of %s', v_n, v_max));
+        END IF;
+    END IF;
+END $$;
+
+-- pgvector's vector_dims() and vector_norm(), without its schema on the path (see the top).
+CREATE OR REPLACE FUNCTION memstate._vector_dims(p_vector vector)
+RETURNS int LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.array_length(p_vector::pg_catalog.float4[], 1)
+$$;
+
+CREATE OR REPLACE FUNCTION memstate._vector_norm(p_vector vector)
+RETURNS float8 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.sqrt(pg_catalog.sum(x::float8 * x::float8))
+    FROM pg_catalog.unnest(p_vector::pg_catalog.float4[]) AS x
+$$;
+
+-- The schema of the vector extension, to qualify pgvector's types and operators in dynamic
+-- SQL (it is not on the pinned search_path).
+CREATE OR REPLACE FUNCTION memstate._vector_schema()
+RETURNS name LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT n.nspname FROM pg_catalog.pg_extension e
+    JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'
 $$;
 
 -- The text that gets embedded when the caller gives none: payload[text_field] when that is a
 -- string; without a text_field, payload.content or payload.text when a string; else the
 -- payload's JSON text. (The Python API derives the same way before embedding.)
 CREATE OR REPLACE FUNCTION memstate.derive_content(p_text_field text, p_payload jsonb)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT CASE
         WHEN p_text_field IS NOT NULL AND jsonb_typeof(p_payload -> p_text_field) = 'string'
             THEN p_payload ->> p_text_field
@@ -54,7 +123,9 @@ END $$;
 -- (`type` or the types of `anyOf`/`oneOf` branches; integer = number without fraction), and
 -- no unknown key when additionalProperties is false. Raises MSV01 naming the field.
 CREATE OR REPLACE FUNCTION memstate.validate_payload(p_schema jsonb, p_payload jsonb)
-RETURNS void LANGUAGE plpgsql STABLE AS $$
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_key   text;
     v_prop  jsonb;
@@ -99,7 +170,7 @@ BEGIN
                 AND (v_prop #>> '{}')::numeric = trunc((v_prop #>> '{}')::numeric));
         IF NOT v_ok THEN
             PERFORM memstate._fail('MSV01',
-                format('payload field %I is %s, expected %s', v_key, v_kind, array_to_string(v_types, ' or ')));
+                format('payload field %I is %s, expected %s', v_key, v_kind, pg_catalog.array_to_string(v_types, ' or ')));
         END IF;
     END LOOP;
 END $$;
@@ -113,11 +184,14 @@ END $$;
 -- halfvec (up to 4000); beyond that, search is exact.
 CREATE OR REPLACE FUNCTION memstate.register_model(
     p_model text, p_dim int, p_m int DEFAULT 16, p_ef_construction int DEFAULT 64)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_dim   int;
-    v_index text := 'facts_hnsw_' || left(md5(p_model), 16);
+    v_index text := 'facts_hnsw_' || pg_catalog.left(pg_catalog.md5(p_model), 16);
     v_cast  text;
+    v_vs    name;
 BEGIN
     IF p_model IS NULL OR length(p_model) NOT BETWEEN 1 AND 100 THEN
         PERFORM memstate._fail('MSV01', 'embedding model name must be 1 to 100 characters');
@@ -134,14 +208,15 @@ BEGIN
         RETURN;
     END IF;
     v_cast := CASE WHEN p_dim <= 2000 THEN 'vector' WHEN p_dim <= 4000 THEN 'halfvec' END;
+    v_vs := memstate._vector_schema();
     INSERT INTO memstate.embedding_models (model, dim, index_name)
     VALUES (p_model, p_dim, CASE WHEN v_cast IS NOT NULL THEN v_index END)
     ON CONFLICT (model) DO NOTHING;
     IF v_cast IS NOT NULL THEN
         EXECUTE format(
-            'CREATE INDEX IF NOT EXISTS %I ON memstate.facts USING hnsw ((embedding::%s(%s)) %s) '
+            'CREATE INDEX IF NOT EXISTS %I ON memstate.facts USING hnsw ((embedding::%I.%s(%s)) %I.%s) '
             'WITH (m = %s, ef_construction = %s) WHERE embedding_model = %L',
-            v_index, v_cast, p_dim, v_cast || '_cosine_ops', p_m, p_ef_construction, p_model);
+            v_index, v_vs, v_cast, p_dim, v_vs, v_cast || '_cosine_ops', p_m, p_ef_construction, p_model);
     END IF;
 END $$;
 
@@ -150,7 +225,9 @@ END $$;
 CREATE OR REPLACE FUNCTION memstate.register_type(
     p_type text, p_json_schema jsonb DEFAULT NULL, p_singleton_key text DEFAULT NULL,
     p_immutable boolean DEFAULT false, p_text_field text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_old memstate.types%ROWTYPE;
 BEGIN
@@ -175,29 +252,55 @@ END $$;
 -- Triggers: the rules that hold for every writer
 -- ---------------------------------------------------------------------------------------
 
--- On memstate.facts: vector dimension matches the model; singleton key derived from the
--- type; immutable facts refuse content changes; a fact never changes namespace or type.
+-- On memstate.facts: payload and content within the size limits; vector dimension matches
+-- the model; singleton key derived from the type; immutable facts refuse content changes; a
+-- fact never changes namespace or type, and a fact id that has history belongs to the
+-- namespace of that history. SECURITY DEFINER, because that history may be in a namespace
+-- the writer cannot see (RLS would hide the conflict from the check); it only reads.
 CREATE OR REPLACE FUNCTION memstate._facts_rules()
-RETURNS trigger LANGUAGE plpgsql AS $$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_type memstate.types%ROWTYPE;
     v_dim  int;
+    v_norm float8;
+    v_ns   text;
 BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.deleted_by := NULL;
+    ELSIF NEW.deleted_by IS NOT NULL THEN  -- a delete: facts_delete removes the row right after
+        IF OLD.deleted_by IS NOT NULL OR (NEW.fact_id, NEW.namespace, NEW.type) IS DISTINCT FROM (OLD.fact_id, OLD.namespace, OLD.type) THEN
+            PERFORM memstate._fail('MSC01', 'a fact cannot change namespace or type');
+        END IF;
+        RETURN NEW;
+    END IF;
     SELECT * INTO v_type FROM memstate.types WHERE type = NEW.type;
     IF NOT FOUND THEN
         PERFORM memstate._unknown_type(NEW.type);
     END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT v.namespace INTO v_ns FROM memstate.fact_versions v
+        WHERE v.fact_id = NEW.fact_id ORDER BY v.version DESC LIMIT 1;
+        IF FOUND AND v_ns IS DISTINCT FROM NEW.namespace THEN
+            PERFORM memstate._fail('MSC01', format('fact id %s belongs to another namespace', NEW.fact_id));
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.payload IS DISTINCT FROM OLD.payload OR NEW.content IS DISTINCT FROM OLD.content THEN
+        PERFORM memstate._check_sizes(NEW.payload, NEW.content);
+    END IF;
     IF TG_OP = 'INSERT' OR NEW.embedding_model IS DISTINCT FROM OLD.embedding_model
-       OR NEW.embedding IS DISTINCT FROM OLD.embedding THEN
+       OR NEW.embedding::float4[] IS DISTINCT FROM OLD.embedding::float4[] THEN
         SELECT dim INTO v_dim FROM memstate.embedding_models WHERE model = NEW.embedding_model;
         IF NOT FOUND THEN
             PERFORM memstate._fail('MSV01', format('unknown embedding model %L: register it first', NEW.embedding_model));
         END IF;
-        IF vector_dims(NEW.embedding) <> v_dim THEN
-            PERFORM memstate._fail('MSV01', format('embedding has %s dimensions, model %L has %s',
-                                                   vector_dims(NEW.embedding), NEW.embedding_model, v_dim));
+        IF memstate._vector_dims(NEW.embedding) <> v_dim THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('embedding has %s dimensions, model %L has %s',
+                                   memstate._vector_dims(NEW.embedding), NEW.embedding_model, v_dim));
         END IF;
-        IF vector_norm(NEW.embedding) = 0 OR vector_norm(NEW.embedding) > 1e19 THEN
+        v_norm := memstate._vector_norm(NEW.embedding);
+        IF v_norm = 0 OR v_norm > 1e19 THEN
             PERFORM memstate._fail('MSV01', 'embedding is all zeros or too long (norm over 1e19): '
                                             'cosine needs a direction and a length float4 can square');
         END IF;
@@ -208,7 +311,7 @@ BEGIN
         END IF;
         IF v_type.immutable AND (NEW.payload IS DISTINCT FROM OLD.payload
                                  OR NEW.content IS DISTINCT FROM OLD.content
-                                 OR NEW.embedding IS DISTINCT FROM OLD.embedding) THEN
+                                 OR NEW.embedding::float4[] IS DISTINCT FROM OLD.embedding::float4[]) THEN
             PERFORM memstate._fail('MSC01', format('facts of type %L are immutable', NEW.type),
                                    format('fact %s', NEW.fact_id));
         END IF;
@@ -228,17 +331,79 @@ END $$;
 CREATE OR REPLACE TRIGGER facts_rules BEFORE INSERT OR UPDATE ON memstate.facts
     FOR EACH ROW EXECUTE FUNCTION memstate._facts_rules();
 
--- History is append-only: versions are never changed or removed; a commit row only ever
--- gains its `undone_by`, `undoes` and `result`.
-CREATE OR REPLACE FUNCTION memstate._append_only()
-RETURNS trigger LANGUAGE plpgsql AS $$
+-- Deletes of facts: the writer marks the row (UPDATE ... SET deleted_by = its commit's seq,
+-- under its RLS policy, so only a row it may change), and this trigger removes it with the
+-- owner's rights. Writers hold INSERT and column-level UPDATE on memstate.facts, never
+-- DELETE or table-level UPDATE: either would also let them LOCK TABLE memstate.facts and
+-- stall every tenant. A trigger function cannot be called directly.
+CREATE OR REPLACE FUNCTION memstate._facts_delete()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'commits' AND TG_OP = 'UPDATE' THEN  -- nested: NEW.kind exists only here
+    DELETE FROM memstate.facts f WHERE f.fact_id = NEW.fact_id AND f.deleted_by IS NOT NULL;
+    IF NOT FOUND THEN  -- the owner is bound by FORCEd RLS without a grant of this namespace
+        PERFORM memstate._fail('42501', format('the owner of memstate.facts cannot delete fact %s', NEW.fact_id),
+                               'with FORCE ROW LEVEL SECURITY, grant the owner every namespace');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE TRIGGER facts_delete AFTER UPDATE OF deleted_by ON memstate.facts
+    FOR EACH ROW WHEN (NEW.deleted_by IS NOT NULL) EXECUTE FUNCTION memstate._facts_delete();
+
+-- History is append-only: versions are never changed or removed. A commit row is born with
+-- empty bookkeeping (undoes, undone_by, result) and only ever gains it: `undoes` is set once
+-- (by the rollback/revert commit itself); `result` (the fact ids of an idempotent commit, in
+-- order) only grows; `undone_by` is set to a rollback/revert commit of the namespace that
+-- lists this commit in its `undoes`, and cleared only when that commit is itself undone
+-- (redo). So no writer can erase a rollback or change what an idempotency key replays.
+CREATE OR REPLACE FUNCTION memstate._append_only()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n int;
+BEGIN
+    IF TG_TABLE_NAME = 'commits' AND TG_OP = 'INSERT' THEN  -- nested: NEW.kind exists only here
+        IF NEW.undoes IS NOT NULL OR NEW.undone_by IS NOT NULL OR NEW.result IS NOT NULL THEN
+            PERFORM memstate._fail('MSC01', 'a new commit has no undoes, undone_by or result yet');
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF TG_TABLE_NAME = 'commits' AND TG_OP = 'UPDATE' THEN
         IF (NEW.seq, NEW.namespace, NEW.session_id, NEW.actor, NEW.reason, NEW.kind,
             NEW.idempotency_key, NEW.created_at)
            IS NOT DISTINCT FROM
            (OLD.seq, OLD.namespace, OLD.session_id, OLD.actor, OLD.reason, OLD.kind,
             OLD.idempotency_key, OLD.created_at) THEN
+            IF OLD.undoes IS NOT NULL AND NEW.undoes IS DISTINCT FROM OLD.undoes THEN
+                PERFORM memstate._fail('MSC01', format('commit %s: undoes is set once', OLD.seq));
+            END IF;
+            IF OLD.result IS NOT NULL AND NEW.result IS DISTINCT FROM OLD.result THEN
+                v_n := CASE WHEN jsonb_typeof(OLD.result) = 'array' THEN jsonb_array_length(OLD.result) END;
+                IF v_n IS NULL OR jsonb_typeof(NEW.result) IS DISTINCT FROM 'array'
+                   OR (SELECT coalesce(jsonb_agg(e.value ORDER BY e.ordinality), '[]'::jsonb)
+                       FROM jsonb_array_elements(NEW.result) WITH ORDINALITY e
+                       WHERE e.ordinality <= v_n) IS DISTINCT FROM OLD.result THEN
+                    PERFORM memstate._fail('MSC01', format('commit %s: result only grows', OLD.seq));
+                END IF;
+            END IF;
+            IF NEW.undone_by IS DISTINCT FROM OLD.undone_by THEN
+                IF NEW.undone_by IS NOT NULL THEN
+                    IF OLD.undone_by IS NOT NULL OR NOT EXISTS (
+                        SELECT 1 FROM memstate.commits c
+                        WHERE c.seq = NEW.undone_by AND c.namespace = NEW.namespace
+                          AND c.kind IN ('rollback', 'revert') AND NEW.seq = ANY (c.undoes)) THEN
+                        PERFORM memstate._fail('MSC01', format(
+                            'commit %s can only be marked undone by a rollback or revert that undoes it', OLD.seq));
+                    END IF;
+                ELSIF NOT EXISTS (SELECT 1 FROM memstate.commits c
+                                  WHERE c.seq = OLD.undone_by AND c.undone_by IS NOT NULL) THEN
+                    PERFORM memstate._fail('MSC01', format(
+                        'commit %s is undone by commit %s, which is still in effect', OLD.seq, OLD.undone_by));
+                END IF;
+            END IF;
             RETURN NEW;
         END IF;
     END IF;
@@ -246,18 +411,50 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- On memstate.fact_versions: the size limits, and a fact id's versions are 1, 2, 3, ... in
+-- one namespace, whoever writes them (raw INSERTs included), so no tenant can squat on
+-- another namespace's fact id or next version number. SECURITY DEFINER, because those
+-- versions may be in a namespace the writer cannot see; it only reads.
+CREATE OR REPLACE FUNCTION memstate._versions_rules()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_last record;
+BEGIN
+    PERFORM memstate._check_sizes(NEW.payload, NEW.content);
+    SELECT v.namespace, v.version INTO v_last FROM memstate.fact_versions v
+    WHERE v.fact_id = NEW.fact_id ORDER BY v.version DESC LIMIT 1;
+    IF FOUND AND v_last.namespace IS DISTINCT FROM NEW.namespace THEN
+        PERFORM memstate._fail('MSC01', format('fact id %s belongs to another namespace', NEW.fact_id));
+    END IF;
+    IF NEW.version IS DISTINCT FROM coalesce(v_last.version, 0) + 1 THEN
+        PERFORM memstate._fail('MSC01', format('fact %s: version %s would not follow version %s',
+                                               NEW.fact_id, NEW.version, coalesce(v_last.version, 0)));
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE TRIGGER fact_versions_rules BEFORE INSERT ON memstate.fact_versions
+    FOR EACH ROW EXECUTE FUNCTION memstate._versions_rules();
 CREATE OR REPLACE TRIGGER fact_versions_append_only BEFORE UPDATE OR DELETE ON memstate.fact_versions
     FOR EACH ROW EXECUTE FUNCTION memstate._append_only();
 CREATE OR REPLACE TRIGGER fact_versions_no_truncate BEFORE TRUNCATE ON memstate.fact_versions
     FOR EACH STATEMENT EXECUTE FUNCTION memstate._append_only();
-CREATE OR REPLACE TRIGGER commits_append_only BEFORE UPDATE OR DELETE ON memstate.commits
+CREATE OR REPLACE TRIGGER commits_append_only BEFORE INSERT OR UPDATE OR DELETE ON memstate.commits
     FOR EACH ROW EXECUTE FUNCTION memstate._append_only();
 
 -- The outbox: every new version becomes one row per enabled mirror that takes its
 -- namespace and type, in the same transaction; one NOTIFY per statement wakes the workers
 -- (Postgres folds identical notifications of one transaction into one).
+--
+-- SECURITY DEFINER: the writer need not (and, under RLS, may not) read the mirror registry,
+-- whose rows name other tenants' namespaces; it only gets its own versions queued. The rows
+-- come from the transition table, i.e. versions the writer just inserted under its policies.
 CREATE OR REPLACE FUNCTION memstate._enqueue_versions()
-RETURNS trigger LANGUAGE plpgsql AS $$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
     INSERT INTO memstate.outbox (mirror, fact_id, namespace, seq, version, op)
     SELECT m.name, n.fact_id, n.namespace, n.seq, n.version, n.op
@@ -286,7 +483,9 @@ CREATE OR REPLACE FUNCTION memstate._new_commit(
     p_namespace text, p_session_id text, p_actor text, p_reason text, p_kind text,
     p_idempotency_key text,
     OUT seq bigint, OUT replayed boolean, OUT result jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
     IF p_namespace IS NULL OR length(p_namespace) NOT BETWEEN 1 AND 200 THEN
         PERFORM memstate._fail('MSV01', 'namespace must be 1 to 200 characters');
@@ -317,7 +516,9 @@ CREATE OR REPLACE FUNCTION memstate.open_commit(
     p_namespace text, p_session_id text DEFAULT NULL, p_actor text DEFAULT NULL,
     p_reason text DEFAULT NULL, p_idempotency_key text DEFAULT NULL,
     OUT seq bigint, OUT replayed boolean, OUT result jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_open jsonb := coalesce(nullif(current_setting('memstate.open_commits', true), ''), '{}')::jsonb;
 BEGIN
@@ -337,7 +538,9 @@ END $$;
 CREATE OR REPLACE FUNCTION memstate.begin_commit(
     namespace text, session_id text DEFAULT NULL, actor text DEFAULT NULL,
     reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
-RETURNS bigint LANGUAGE sql AS $$
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT o.seq FROM memstate.open_commit($1, $2, $3, $4, $5) o
 $$;
 
@@ -346,7 +549,9 @@ $$;
 CREATE OR REPLACE FUNCTION memstate._commit_for(
     p_namespace text, p_session_id text, p_actor text, p_reason text, p_idempotency_key text,
     OUT seq bigint, OUT replayed boolean, OUT result jsonb, OUT keyed boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_open jsonb := nullif(current_setting('memstate.open_commits', true), '')::jsonb -> p_namespace;
 BEGIN
@@ -363,7 +568,9 @@ END $$;
 
 -- Appends a version row (the outbox trigger fires on it).
 CREATE OR REPLACE FUNCTION memstate._log_version(p_fact memstate.facts, p_seq bigint, p_op text)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     INSERT INTO memstate.fact_versions
         (fact_id, version, seq, namespace, type, session_id, op, payload, content, embedding, embedding_model)
     VALUES (p_fact.fact_id, p_fact.version, p_seq, p_fact.namespace, p_fact.type, p_fact.session_id, p_op,
@@ -381,7 +588,9 @@ CREATE OR REPLACE FUNCTION memstate.write_fact(
     p_expected_version int DEFAULT NULL, p_actor text DEFAULT NULL, p_reason text DEFAULT NULL,
     p_idempotency_key text DEFAULT NULL, p_mode text DEFAULT 'put',
     OUT fact_id uuid, OUT version int, OUT seq bigint, OUT replayed boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_type    memstate.types%ROWTYPE;
     v_content text;
@@ -398,15 +607,8 @@ BEGIN
         PERFORM memstate._unknown_type(p_type);
     END IF;
     PERFORM memstate.validate_payload(v_type.json_schema, p_payload);
-    IF octet_length(p_payload::text) > memstate._config_int('max_payload_bytes') THEN
-        PERFORM memstate._fail('MSV01', format('payload is %s bytes, over the limit of %s',
-                                               octet_length(p_payload::text), memstate._config_int('max_payload_bytes')));
-    END IF;
     v_content := coalesce(p_content, memstate.derive_content(v_type.text_field, p_payload));
-    IF octet_length(v_content) > memstate._config_int('max_content_bytes') THEN
-        PERFORM memstate._fail('MSV01', format('content is %s bytes, over the limit of %s',
-                                               octet_length(v_content), memstate._config_int('max_content_bytes')));
-    END IF;
+    PERFORM memstate._check_sizes(p_payload, v_content);
     IF p_embedding IS NULL OR p_embedding_model IS NULL THEN
         PERFORM memstate._fail('MSV01', 'embedding and embedding_model are required');
     END IF;
@@ -520,7 +722,9 @@ CREATE OR REPLACE FUNCTION memstate.commit_fact(
     embedding_model text, session_id text DEFAULT NULL, fact_id uuid DEFAULT NULL,
     expected_version int DEFAULT NULL, actor text DEFAULT NULL, reason text DEFAULT NULL,
     idempotency_key text DEFAULT NULL)
-RETURNS uuid LANGUAGE sql AS $$
+RETURNS uuid LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT w.fact_id FROM memstate.write_fact(
         namespace, type, payload, content, embedding, embedding_model, session_id, fact_id,
         expected_version, actor, reason, idempotency_key, 'put') w
@@ -530,7 +734,9 @@ $$;
 CREATE OR REPLACE FUNCTION memstate.delete_fact(
     fact_id uuid, expected_version int DEFAULT NULL, actor text DEFAULT NULL,
     reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     p_fact_id          ALIAS FOR $1;
     p_expected_version ALIAS FOR $2;
@@ -549,7 +755,7 @@ BEGIN
     IF v_commit.replayed THEN
         RETURN v_commit.seq;
     END IF;
-    DELETE FROM memstate.facts f
+    UPDATE memstate.facts f SET deleted_by = v_commit.seq  -- facts_delete removes the row
     WHERE f.fact_id = p_fact_id AND (p_expected_version IS NULL OR f.version = p_expected_version)
     RETURNING f.* INTO v_row;
     IF NOT FOUND THEN
@@ -575,7 +781,9 @@ END $$;
 -- just before the first of them. Refuses (MSC01) when a later counted commit that is still
 -- in effect changed such a fact: undoing would silently throw that change away.
 CREATE OR REPLACE FUNCTION memstate._restore(p_seq bigint, p_targets bigint[])
-RETURNS int LANGUAGE plpgsql AS $$
+RETURNS int LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     v_f       record;
     v_prev    memstate.fact_versions;
@@ -606,15 +814,15 @@ BEGIN
 
         IF v_prev.fact_id IS NULL OR v_prev.op = 'delete' THEN
             IF v_cur.fact_id IS NOT NULL THEN          -- did not exist before: delete it
-                DELETE FROM memstate.facts f WHERE f.fact_id = v_cur.fact_id;
+                UPDATE memstate.facts f SET deleted_by = p_seq WHERE f.fact_id = v_cur.fact_id;  -- facts_delete
                 v_cur.version := v_cur.version + 1;
                 PERFORM memstate._log_version(v_cur, p_seq, 'delete');
                 v_n := v_n + 1;
             END IF;
         ELSIF v_cur.fact_id IS NOT NULL THEN           -- live: bring back the earlier state
-            IF (v_cur.payload, v_cur.content, v_cur.embedding, v_cur.embedding_model, v_cur.session_id)
+            IF (v_cur.payload, v_cur.content, v_cur.embedding::float4[], v_cur.embedding_model, v_cur.session_id)
                IS NOT DISTINCT FROM
-               (v_prev.payload, v_prev.content, v_prev.embedding, v_prev.embedding_model, v_prev.session_id) THEN
+               (v_prev.payload, v_prev.content, v_prev.embedding::float4[], v_prev.embedding_model, v_prev.session_id) THEN
                 CONTINUE;
             END IF;
             UPDATE memstate.facts f SET
@@ -632,7 +840,13 @@ BEGIN
                  version, commit_seq)
             VALUES (v_prev.fact_id, v_prev.namespace, v_prev.type, v_prev.session_id, v_prev.payload,
                     v_prev.content, v_prev.embedding, v_prev.embedding_model, v_max + 1, p_seq)
+            ON CONFLICT DO NOTHING
             RETURNING f.* INTO v_cur;
+            IF NOT FOUND THEN  -- re-created (or its singleton key taken) by a concurrent commit
+                PERFORM memstate._fail('MSC01',
+                    format('fact %s was written by a concurrent commit while this one restored it', v_f.fact_id),
+                    'try again');
+            END IF;
             PERFORM memstate._log_version(v_cur, p_seq, 'put');
             v_n := v_n + 1;
         END IF;
@@ -646,7 +860,9 @@ END $$;
 CREATE OR REPLACE FUNCTION memstate.rollback(
     namespace text, steps int DEFAULT 1, session_id text DEFAULT NULL,
     actor text DEFAULT NULL, reason text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     p_namespace  ALIAS FOR $1;
     p_steps      ALIAS FOR $2;
@@ -682,7 +898,9 @@ END $$;
 -- back in effect. Returns the new commit's seq.
 CREATE OR REPLACE FUNCTION memstate.revert(
     seq bigint, actor text DEFAULT NULL, reason text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     p_seq    ALIAS FOR $1;
     p_actor  ALIAS FOR $2;
@@ -711,7 +929,9 @@ END $$;
 -- Returns the commit seq, or NULL when the session holds no live fact.
 CREATE OR REPLACE FUNCTION memstate.promote_session(
     namespace text, session_id text, actor text DEFAULT NULL, reason text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     p_namespace  ALIAS FOR $1;
     p_session_id ALIAS FOR $2;
@@ -737,7 +957,9 @@ END $$;
 -- Drops a session's working memory: its live facts are deleted (history keeps them).
 CREATE OR REPLACE FUNCTION memstate.discard_session(
     namespace text, session_id text, actor text DEFAULT NULL, reason text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     p_namespace  ALIAS FOR $1;
     p_session_id ALIAS FOR $2;
@@ -751,7 +973,8 @@ BEGIN
     END IF;
     SELECT c.seq INTO v_seq FROM memstate._new_commit(p_namespace, p_session_id, p_actor, p_reason, 'discard', NULL) c;
     FOR v_row IN
-        DELETE FROM memstate.facts f WHERE f.namespace = p_namespace AND f.session_id = p_session_id
+        UPDATE memstate.facts f SET deleted_by = v_seq  -- facts_delete removes the rows
+        WHERE f.namespace = p_namespace AND f.session_id = p_session_id
         RETURNING f.*
     LOOP
         v_row.version := v_row.version + 1;
@@ -764,26 +987,78 @@ END $$;
 -- Reads
 -- ---------------------------------------------------------------------------------------
 
-CREATE OR REPLACE VIEW memstate.current_facts AS
-    SELECT fact_id, namespace, type, session_id, payload, content, embedding_model, version,
-           commit_seq, created_at, updated_at
-    FROM memstate.facts;
--- With the caller's rights, so Row Level Security (sql/rls.sql) applies through the view too
--- (CREATE OR REPLACE VIEW resets the option, hence here and not only in rls.sql).
-DO $$ BEGIN
-    IF current_setting('server_version_num')::int >= 150000 THEN
-        ALTER VIEW memstate.current_facts SET (security_invoker = true);
+-- With the caller's rights (security_invoker, PostgreSQL 15+), so Row Level Security
+-- (sql/rls.sql) applies through the view too. ONE statement: `CREATE OR REPLACE VIEW` resets
+-- the view's options, so a separate `ALTER VIEW ... SET (security_invoker = true)` would
+-- leave a window in which the view showed every namespace to every reader.
+DO $view$
+DECLARE
+    v_path text := pg_catalog.current_setting('search_path');
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXECUTE 'CREATE OR REPLACE VIEW memstate.current_facts'
+         || CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 150000
+                 THEN ' WITH (security_invoker = true)' ELSE '' END
+         || ' AS SELECT fact_id, namespace, type, session_id, payload, content, embedding_model,'
+            '          version, commit_seq, created_at, updated_at'
+            ' FROM memstate.facts';
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
+END
+$view$;
+
+-- How much of a mirror the current role may know: 'all' when it may touch every namespace
+-- the mirror covers (and always where RLS does not bind it), 'some' when it may touch one of
+-- them (or the mirror covers every namespace), NULL when none. Uses the helpers of
+-- sql/rls.sql when installed (resolved at run time); without them there is no boundary.
+CREATE OR REPLACE FUNCTION memstate._mirror_access(p_namespaces text[])
+RETURNS text LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.to_regprocedure('memstate.sees_all(text[])') IS NULL
+       OR pg_catalog.to_regprocedure('memstate.may_access(text)') IS NULL THEN
+        RETURN 'all';
     END IF;
+    IF memstate.sees_all(p_namespaces) THEN
+        RETURN 'all';
+    END IF;
+    IF p_namespaces IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.unnest(p_namespaces) AS n(ns)
+                                       WHERE memstate.may_access(n.ns)) THEN
+        RETURN 'some';
+    END IF;
+    RETURN NULL;
 END $$;
+
+-- The mirrors as the current role may know them (memstate.status() reads this): those that
+-- cover a namespace it may touch; their namespace list and last reconciliation report (counts
+-- over every namespace they cover) only when it may touch all of them, else NULL. Runs with
+-- its owner's rights on memstate.mirrors (not security_invoker: tenants hold no privilege on
+-- the registry, whose rows name other tenants' namespaces); the functions it calls run as
+-- the caller, so the filter is the caller's. ONE statement (see current_facts).
+CREATE OR REPLACE VIEW memstate.mirror_info WITH (security_barrier = true) AS
+    SELECT m.name, m.kind, m.enabled,
+           CASE WHEN a.access = 'all' THEN m.namespaces END AS namespaces,
+           m.last_synced_seq, m.last_synced_at, m.last_reconciled_at,
+           CASE WHEN a.access = 'all' THEN m.last_reconcile END AS last_reconcile,
+           m.max_pending
+    FROM memstate.mirrors m
+    CROSS JOIN LATERAL (SELECT memstate._mirror_access(m.namespaces) AS access) a
+    WHERE a.access IS NOT NULL;
 
 -- The cosine-distance expression of memstate.register_model's partial HNSW index for a
 -- model of `p_dim` dimensions (so a query written with it can use the index), comparing
 -- f.embedding with the query parameter `p_param` (e.g. '$1'). No index: exact distance.
 CREATE OR REPLACE FUNCTION memstate._distance_sql(p_dim int, p_index text, p_param text)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_index IS NULL THEN format('f.embedding <=> %s', p_param)
-                WHEN p_dim <= 2000 THEN format('f.embedding::vector(%1$s) <=> %2$s::vector(%1$s)', p_dim, p_param)
-                ELSE format('f.embedding::halfvec(%1$s) <=> %2$s::halfvec(%1$s)', p_dim, p_param) END
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_index IS NULL THEN pg_catalog.format('f.embedding OPERATOR(%I.<=>) %s', s.nspname, p_param)
+                WHEN p_dim <= 2000 THEN pg_catalog.format(
+                    'f.embedding::%3$I.vector(%1$s) OPERATOR(%3$I.<=>) %2$s::%3$I.vector(%1$s)', p_dim, p_param, s.nspname)
+                ELSE pg_catalog.format(
+                    'f.embedding::%3$I.halfvec(%1$s) OPERATOR(%3$I.<=>) %2$s::%3$I.halfvec(%1$s)', p_dim, p_param, s.nspname)
+           END
+    FROM (SELECT memstate._vector_schema() AS nspname) s
 $$;
 
 -- Nearest facts by cosine similarity (1 = same direction; higher is better), compared only
@@ -802,6 +1077,7 @@ RETURNS TABLE (fact_id uuid, score float8, type text, session_id text, payload j
                updated_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET hnsw.iterative_scan = 'relaxed_order'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p_namespace  ALIAS FOR $1;
@@ -819,6 +1095,8 @@ DECLARE
     v_n     int;
     v_found boolean;
     v_max   int := coalesce(memstate._config_int('search_exact_max'), 2000);
+    v_qdim  int;
+    v_qnorm float8;
 BEGIN
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 1000 THEN
         PERFORM memstate._fail('MSV01', format('k must be between 1 and 1000, not %s', p_k));
@@ -826,26 +1104,28 @@ BEGIN
     IF p_filter IS NOT NULL AND jsonb_typeof(p_filter) <> 'object' THEN
         PERFORM memstate._fail('MSV01', 'filter must be a JSON object');
     END IF;
-    IF vector_norm(p_query) = 0 OR vector_norm(p_query) > 1e19 THEN
+    v_qnorm := memstate._vector_norm(p_query);
+    IF v_qnorm = 0 OR v_qnorm > 1e19 THEN
         PERFORM memstate._fail('MSV01', 'query vector is all zeros or too long (norm over 1e19): '
                                         'cosine needs a direction and a length float4 can square');
     END IF;
+    v_qdim := memstate._vector_dims(p_query);
     IF v_model IS NULL THEN
         SELECT count(*), min(m.model) INTO v_n, v_model FROM memstate.embedding_models m
-        WHERE m.dim = vector_dims(p_query);
+        WHERE m.dim = v_qdim;
         IF v_n = 0 THEN
-            PERFORM memstate._fail('MSV01', format('no embedding model of dimension %s', vector_dims(p_query)));
+            PERFORM memstate._fail('MSV01', format('no embedding model of dimension %s', v_qdim));
         ELSIF v_n > 1 THEN
-            PERFORM memstate._fail('MSV01', format('%s models have dimension %s: name one', v_n, vector_dims(p_query)));
+            PERFORM memstate._fail('MSV01', format('%s models have dimension %s: name one', v_n, v_qdim));
         END IF;
     END IF;
     SELECT m.dim, m.index_name INTO v_dim, v_index FROM memstate.embedding_models m WHERE m.model = v_model;
     IF NOT FOUND THEN
         PERFORM memstate._fail('MSV01', format('unknown embedding model %L', v_model));
     END IF;
-    IF vector_dims(p_query) <> v_dim THEN
+    IF v_qdim <> v_dim THEN
         PERFORM memstate._fail('MSV01', format('query has %s dimensions, model %L has %s',
-                                               vector_dims(p_query), v_model, v_dim));
+                                               v_qdim, v_model, v_dim));
     END IF;
     v_expr := memstate._distance_sql(v_dim, v_index, '$1');
     v_where := format('f.embedding_model = %L AND f.namespace = $2 %s %s %s', v_model,
@@ -890,7 +1170,9 @@ CREATE OR REPLACE FUNCTION memstate.history(fact_id uuid)
 RETURNS TABLE (version int, seq bigint, op text, kind text, namespace text, type text,
                session_id text, payload jsonb, content text, embedding_model text, actor text,
                reason text, created_at timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT v.version, v.seq, v.op, c.kind, v.namespace, v.type, v.session_id, v.payload,
            v.content, v.embedding_model, c.actor, c.reason, v.created_at
     FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
@@ -902,7 +1184,9 @@ $$;
 CREATE OR REPLACE FUNCTION memstate.as_of(p_namespace text, p_seq bigint)
 RETURNS TABLE (fact_id uuid, namespace text, type text, session_id text, payload jsonb, content text,
                embedding_model text, version int, commit_seq bigint, created_at timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT s.fact_id, s.namespace, s.type, s.session_id, s.payload, s.content, s.embedding_model,
            s.version, s.seq, s.created_at
     FROM (SELECT DISTINCT ON (v.fact_id) v.*
@@ -915,6 +1199,8 @@ $$;
 
 -- The last commit of a namespace made at or before a point in time (NULL: none yet).
 CREATE OR REPLACE FUNCTION memstate.seq_at(p_namespace text, p_at timestamptz)
-RETURNS bigint LANGUAGE sql STABLE AS $$
+RETURNS bigint LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT max(c.seq) FROM memstate.commits c WHERE c.namespace = p_namespace AND c.created_at <= p_at
 $$;

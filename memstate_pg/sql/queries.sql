@@ -87,16 +87,24 @@ WHERE namespace = %(namespace)s
 ORDER BY seq DESC
 LIMIT %(limit)s
 
+-- name: commit_in_namespace
+SELECT EXISTS (SELECT 1 FROM memstate.commits
+               WHERE seq = %(seq)s AND namespace = %(namespace)s) AS found
+
 -- name: mirror_status
+-- (memstate.mirror_info: the mirrors as the caller may know them, see sql/functions.sql)
 SELECT m.name, m.kind, m.enabled,
        count(o.id) FILTER (WHERE o.dead_at IS NULL) AS pending,
        count(o.id) FILTER (WHERE o.dead_at IS NOT NULL) AS dead,
        extract(epoch FROM now() - min(o.created_at) FILTER (WHERE o.dead_at IS NULL))::float8
            AS oldest_pending_age,
-       m.last_synced_seq, m.last_synced_at, m.last_reconciled_at, m.last_reconcile
-FROM memstate.mirrors m
+       m.last_synced_seq, m.last_synced_at, m.last_reconciled_at, m.last_reconcile,
+       m.max_pending,
+       count(o.id) FILTER (WHERE o.dead_at IS NULL) > m.max_pending AS backlog_alert
+FROM memstate.mirror_info m
 LEFT JOIN memstate.outbox o ON o.mirror = m.name
-GROUP BY m.name
+GROUP BY m.name, m.kind, m.enabled, m.last_synced_seq, m.last_synced_at, m.last_reconciled_at,
+         m.last_reconcile, m.max_pending
 ORDER BY m.name
 
 -- name: history_namespace_newest

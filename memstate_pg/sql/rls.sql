@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS memstate.namespace_grants (
 -- Helpers
 -- ---------------------------------------------------------------------------------------
 
--- A glob (see above) as a LIKE pattern with the default escape character `\`.
+-- A glob (see above) as a LIKE pattern with the default escape character `\`. Backslashes
+-- are written as E'' strings: the body compiles the same under standard_conforming_strings
+-- = off (a plain '\' would be an unterminated string there, and every policy would fail).
 CREATE OR REPLACE FUNCTION memstate.glob_to_like(p_pattern text)
 RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -54,20 +56,20 @@ BEGIN
     FOR i IN 1 .. length(p_pattern) LOOP
         v_c := substr(p_pattern, i, 1);
         IF v_esc THEN
-            v_out := v_out || CASE WHEN v_c IN ('%', '_', '\') THEN '\' || v_c ELSE v_c END;
+            v_out := v_out || CASE WHEN v_c IN ('%', '_', E'\\') THEN E'\\' || v_c ELSE v_c END;
             v_esc := false;
-        ELSIF v_c = '\' THEN
+        ELSIF v_c = E'\\' THEN
             v_esc := true;
         ELSIF v_c = '*' THEN
             v_out := v_out || '%';
         ELSIF v_c IN ('%', '_') THEN
-            v_out := v_out || '\' || v_c;
+            v_out := v_out || E'\\' || v_c;
         ELSE
             v_out := v_out || v_c;
         END IF;
     END LOOP;
     IF v_esc THEN
-        v_out := v_out || '\\';  -- a trailing backslash stands for itself
+        v_out := v_out || E'\\\\';  -- a trailing backslash stands for itself
     END IF;
     RETURN v_out;
 END $$;
@@ -144,6 +146,7 @@ GRANT SELECT ON memstate.namespace_grants TO PUBLIC;
 
 DO $rls$
 DECLARE
+    v_path text := pg_catalog.current_setting('search_path');
     -- `namespace` is granted and matches the narrowing setting; both sub-selects are
     -- evaluated once per statement (init plans), not once per row.
     v_ok constant text :=
@@ -159,10 +162,12 @@ DECLARE
     v_table text;
     v_policy record;
 BEGIN
+    -- what runs here resolves in pg_catalog only (restored at the end), as in the functions
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     -- start from a clean slate on every memstate table we manage
     FOR v_policy IN
         SELECT p.policyname, p.tablename FROM pg_catalog.pg_policies p
-        WHERE p.schemaname = 'memstate' AND p.policyname LIKE 'ns\_%'
+        WHERE p.schemaname = 'memstate' AND p.policyname LIKE E'ns\\_%'
     LOOP
         EXECUTE format('DROP POLICY %I ON memstate.%I', v_policy.policyname, v_policy.tablename);
     END LOOP;
@@ -202,8 +207,9 @@ BEGIN
     EXECUTE format('CREATE POLICY ns_outbox_delete ON memstate.outbox FOR DELETE USING %s', v_ok);
 
     -- mirrors: visible (and their status updatable) when they cover a granted namespace.
-    -- A writer must see every mirror that takes its namespace, or the outbox trigger would
-    -- skip it; it does, since such a mirror covers a namespace the writer may touch.
+    -- Only memstate_sync reads the registry (sql/roles.sql); writers need not: the outbox
+    -- trigger runs with its owner's rights, and status() reads memstate.mirror_info, which
+    -- hides the namespace lists and reconcile reports a role may not fully see.
     -- No INSERT/DELETE policy: registering and removing mirrors is for the owner.
     ALTER TABLE memstate.mirrors ENABLE ROW LEVEL SECURITY;
     EXECUTE format('CREATE POLICY ns_mirrors_read ON memstate.mirrors FOR SELECT USING %s', v_mirror);
@@ -239,5 +245,6 @@ BEGIN
             END LOOP;
         END IF;
     END IF;
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
 END
 $rls$;

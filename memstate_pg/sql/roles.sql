@@ -12,32 +12,40 @@
 --     INSERT INTO memstate.namespace_grants (role, pattern) VALUES ('memstate_worker', '*');
 -- A grant written for a group role applies to all its members, like a GRANT.
 --
---   memstate_reader  read and search: facts, history, as_of, commits, mirror status.
+--   memstate_reader  read and search: facts, history, as_of, commits, mirror status
+--                    (memstate.mirror_info, never the registry memstate.mirrors).
 --   memstate_app     memstate_reader + write facts through the SQL functions: put, update,
 --                    delete, transactions, rollback, revert, sessions. Not: register types or
 --                    embedding models (global, they affect every tenant; register_model also
 --                    builds an index, which takes ownership of memstate.facts), DDL, grants,
---                    mirrors, outbox claiming, changing or deleting history.
+--                    mirrors, the outbox, changing or deleting history. No table-level
+--                    UPDATE or DELETE anywhere: either would allow LOCK TABLE, which would
+--                    stall every tenant (deletes of facts go through the facts_delete trigger).
 --   memstate_sync    the sync worker and reconciliation: read current facts and mirrors,
 --                    claim (SELECT ... FOR UPDATE), back off and delete outbox rows, update
 --                    the mirror status columns. Nothing else: it cannot write facts,
---                    versions or commits.
+--                    versions or commits. Its DELETE on the outbox also allows LOCK TABLE
+--                    memstate.outbox (memstate-pg roles reports such lock holders).
 -- Types and models are registered by the administrator (the owner of schema memstate,
 -- which also runs migrations); app processes may call register_schema() for a type that is
 -- already registered with the same definition only if their store skips unchanged types.
 --
 -- Identity columns (commits.seq, outbox.id) need no sequence privilege: PostgreSQL draws
 -- their values without a permission check, so no role gets USAGE on a sequence.
--- Functions keep PostgreSQL's default EXECUTE for PUBLIC: they are all SECURITY INVOKER
--- and can do nothing the caller's table privileges and policies do not allow.
+-- Functions keep PostgreSQL's default EXECUTE for PUBLIC: they are SECURITY INVOKER and can
+-- do nothing the caller's table privileges and policies do not allow, except four trigger
+-- functions (SECURITY DEFINER, see sql/functions.sql), which cannot be called directly.
 -- The LangGraph checkpointer tables (lg_checkpoints, lg_blobs, lg_writes) carry no memstate
 -- namespace, so none of these roles gets them; grant them to a dedicated role if you use
 -- MemStateCheckpointer under these roles (see SECURITY.md).
 
 DO $roles$
 DECLARE
+    v_path text := pg_catalog.current_setting('search_path');
     v_role text;
 BEGIN
+    -- what runs here resolves in pg_catalog only (restored at the end), as in the functions
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     FOREACH v_role IN ARRAY ARRAY['memstate_app', 'memstate_reader', 'memstate_sync'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
             BEGIN
@@ -47,14 +55,18 @@ BEGIN
             END;
         END IF;
     END LOOP;
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
 END
 $roles$;
 
 DO $grants$
 DECLARE
+    v_path text := pg_catalog.current_setting('search_path');
     v_roles constant text := 'memstate_app, memstate_reader, memstate_sync';
     v_schema name;
 BEGIN
+    -- what runs here resolves in pg_catalog only (restored at the end), as in the functions
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     -- start from nothing, so that this file alone says what the roles hold
     EXECUTE 'REVOKE ALL ON ALL TABLES IN SCHEMA memstate FROM ' || v_roles;
     EXECUTE 'REVOKE ALL ON ALL SEQUENCES IN SCHEMA memstate FROM ' || v_roles;
@@ -73,20 +85,30 @@ BEGIN
         EXECUTE 'GRANT SELECT ON memstate.alembic_version TO ' || v_roles;
     END IF;
 
+    -- the mirrors as each role may know them (memstate.status()); the registry itself
+    -- (memstate.mirrors: every namespace a mirror covers, its options) is the worker's
+    IF pg_catalog.to_regclass('memstate.mirror_info') IS NOT NULL THEN
+        EXECUTE 'GRANT SELECT ON memstate.mirror_info TO ' || v_roles;
+    END IF;
+
     -- memstate_reader: read and search
-    GRANT SELECT ON memstate.facts, memstate.fact_versions, memstate.commits, memstate.outbox,
-                    memstate.mirrors
+    GRANT SELECT ON memstate.facts, memstate.fact_versions, memstate.commits, memstate.outbox
         TO memstate_reader;
 
     -- memstate_app: read, and the write path of sql/functions.sql
-    GRANT SELECT ON memstate.facts, memstate.fact_versions, memstate.commits, memstate.outbox,
-                    memstate.mirrors
+    GRANT SELECT ON memstate.facts, memstate.fact_versions, memstate.commits, memstate.outbox
         TO memstate_app;
-    GRANT INSERT, UPDATE, DELETE ON memstate.facts TO memstate_app;
+    -- INSERT and column-level UPDATE only: a table-level UPDATE or DELETE privilege would
+    -- also allow LOCK TABLE memstate.facts, stalling every tenant. Deletes mark the row
+    -- (deleted_by) and the facts_delete trigger removes it (sql/functions.sql).
+    GRANT INSERT ON memstate.facts TO memstate_app;
+    GRANT UPDATE (session_id, payload, content, embedding, embedding_model, version, commit_seq,
+                  updated_at, deleted_by)
+        ON memstate.facts TO memstate_app;
     GRANT INSERT ON memstate.fact_versions TO memstate_app;               -- append-only log
     GRANT INSERT ON memstate.commits TO memstate_app;
     GRANT UPDATE (undoes, undone_by, result) ON memstate.commits TO memstate_app;  -- undo bookkeeping
-    GRANT INSERT ON memstate.outbox TO memstate_app;                      -- the outbox trigger
+    -- (no outbox privilege beyond SELECT: the outbox trigger runs with its owner's rights)
 
     -- memstate_sync: current state, outbox claiming, mirror status
     GRANT SELECT ON memstate.facts, memstate.mirrors, memstate.outbox TO memstate_sync;
@@ -111,5 +133,6 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE, DELETE ON memstate.lg_ttl TO memstate_app;
         GRANT SELECT ON memstate.lg_ttl TO memstate_reader;
     END IF;
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
 END
 $grants$;

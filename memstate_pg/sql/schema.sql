@@ -1,7 +1,7 @@
 -- memstate-pg schema: tables, indexes and the triggers that keep the rules in the database.
 --
 -- Applied by alembic revision 0001 (memstate-pg migrate / MemoryStore.migrate()), or by hand:
---     psql "$DSN" -v ON_ERROR_STOP=1 -f sql/schema.sql -f sql/functions.sql
+--     psql "$DSN" -v ON_ERROR_STOP=1 -1 -f sql/schema.sql -f sql/functions.sql   (one transaction)
 -- Everything lives in schema `memstate`; pgvector's `vector` type must be on the search_path
 -- (CREATE EXTENSION vector puts it in `public` by default).
 
@@ -97,7 +97,11 @@ CREATE TABLE IF NOT EXISTS memstate.facts (
     version         int    NOT NULL,
     commit_seq      bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- Set by a delete (the seq of the deleting commit): the facts_delete trigger removes the
+    -- row at once. Writers hold no DELETE privilege on this table, since a table-level
+    -- UPDATE or DELETE privilege also allows LOCK TABLE, which would stall every tenant.
+    deleted_by      bigint
 );
 CREATE INDEX IF NOT EXISTS facts_ns_type ON memstate.facts (namespace, type);
 CREATE INDEX IF NOT EXISTS facts_ns_session ON memstate.facts (namespace, session_id)

@@ -9,12 +9,15 @@
 
 DO $unrls$
 DECLARE
+    v_path text := pg_catalog.current_setting('search_path');
     v_policy record;
     v_table  text;
 BEGIN
+    -- what runs here resolves in pg_catalog only (restored at the end), as in the functions
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     FOR v_policy IN
         SELECT p.policyname, p.tablename FROM pg_catalog.pg_policies p
-        WHERE p.schemaname = 'memstate' AND p.policyname LIKE 'ns\_%'
+        WHERE p.schemaname = 'memstate' AND p.policyname LIKE E'ns\\_%'
     LOOP
         EXECUTE format('DROP POLICY %I ON memstate.%I', v_policy.policyname, v_policy.tablename);
     END LOOP;
@@ -26,5 +29,6 @@ BEGIN
         EXECUTE format('ALTER TABLE memstate.%I NO FORCE ROW LEVEL SECURITY', v_table);
         EXECUTE format('ALTER TABLE memstate.%I DISABLE ROW LEVEL SECURITY', v_table);
     END LOOP;
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
 END
 $unrls$;

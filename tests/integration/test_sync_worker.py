@@ -534,3 +534,15 @@ def test_removing_a_mirror_during_a_batch_waits_instead_of_deadlocking(store: Sy
     remover.join(10)
     assert results == {"acked": 1, "removed": True}
     assert outbox_rows(store.dsn) == []
+
+
+def test_status_raises_a_backlog_alert_past_max_pending(store: SyncStore, dsn: str) -> None:
+    store.add_mirror(InMemoryMirror(), "slow")
+    for i in range(3):
+        store.commit(note(f"n{i}"))
+    st = store.status()["slow"]
+    assert st.pending == 3 and st.max_pending == 100000 and not st.backlog_alert
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE memstate.mirrors SET max_pending = 2 WHERE name = 'slow'")
+    st = store.status()["slow"]
+    assert st.max_pending == 2 and st.backlog_alert
