@@ -31,8 +31,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from memstate_pg import Fact, MemoryStore, MemStateError, security
+from memstate_pg import Fact, MemoryStore, MemStateError, ValidationFailed, security
 from memstate_pg.mirrors.memory import InMemoryMirror
+from memstate_pg.types import check_name
 from memstate_pg.vectors import vector_text
 from tests.integration.test_rls import with_user
 
@@ -273,9 +274,17 @@ def fz(mem: MemoryStore, dsn: str) -> Iterator[dict]:
     with (
         psycopg.connect(dsn, autocommit=True) as admin,
         MemoryStore(dsn, namespace="fz", max_size=2) as bound,
+        MemoryStore(dsn, strict_types=True, max_size=1) as strict,
     ):
         bound.register_schema("free", None)
-        yield {"mem": mem, "bound": bound, "admin": admin, "victim": victim, "anchor": anchor}
+        yield {
+            "mem": mem,
+            "bound": bound,
+            "strict": strict,
+            "admin": admin,
+            "victim": victim,
+            "anchor": anchor,
+        }
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -408,12 +417,30 @@ def test_fuzz_names(fz, namespace, session, actor, reason, key):
     payload=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
 )
 def test_fuzz_type_names(fz, type_, payload):
+    """Unregistered types are schemaless (stored as given) when their name is a valid name,
+    refused with nothing written otherwise; a strict_types store refuses them all."""
     mem = fz["mem"]
-    ok, _ = guarded_write(
+    try:
+        check_name("type", type_)
+        valid = True
+    except ValidationFailed:
+        valid = False
+    ok, fid = guarded_write(
         fz,
         "python.type",
         "fz",
         lambda: mem.commit(fact(type=type_, payload=payload), namespace="fz"),
+    )
+    assert ok == valid, (type_, fid)
+    if ok:
+        stored = mem.get(fid)
+        assert stored is not None and stored.type == type_ and stored.payload == payload
+        assert fid in [f.id for f in mem.query(type=type_, namespace="fz")]
+    ok, _ = guarded_write(
+        fz,
+        "python.type.strict",
+        "fz",
+        lambda: fz["strict"].commit(fact(type=type_, payload=payload), namespace="fz"),
     )
     assert not ok  # none of them is registered
     attempt("python.type", lambda: mem.query(type=type_, namespace="fz"))
