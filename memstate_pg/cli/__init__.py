@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parent = _global_options(suppress=True)
     for module in (demo, store, sync, security, server):
         module.register(sub, parent)
+    from ..importers import cli as import_cli
+
+    import_cli.add_parser(sub, parent)
     return parser
 
 
