@@ -1,13 +1,12 @@
-"""Alembic environment for memstate-pg.
+"""Alembic environment for memstate-pg, for running our revisions with the alembic CLI:
 
-Our version table lives in schema `memstate` (memstate.alembic_version), so these
-migrations run into a database that already has an application's own alembic history
-(public.alembic_version) without touching it. Run them with `memstate-pg migrate`,
-`MemoryStore.migrate()`, or alembic itself:
+    alembic -c alembic.ini -x dsn=postgresql://... upgrade head      (or MEMSTATE_DSN=...)
 
-    alembic -c alembic.ini -x dsn=postgresql://... upgrade head
-
-A session advisory lock serialises concurrent migrators (several workers starting at once).
+`memstate-pg migrate`, `MemoryStore.migrate()` and `memstate_pg.migrations.upgrade()` do the
+same without this file (and without alembic's global context). Our version table lives in
+schema `memstate` (memstate.alembic_version), so an application's own alembic history
+(public.alembic_version) in the same database is never touched. The transaction, locking and
+error handling are memstate_pg.migrations' (see its docstring).
 """
 
 from __future__ import annotations
@@ -15,47 +14,14 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine, pool, text
+
+from memstate_pg import migrations
 
 config = context.config
-LOCK_KEY = 0x6D656D7374617465  # "memstate"
-
-
-def _engine_from_dsn(dsn: str):
-    import psycopg
-
-    return create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=pool.NullPool
-    )
-
-
-def _run(connection) -> None:
-    connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-    try:
-        connection.execute(text("CREATE SCHEMA IF NOT EXISTS memstate"))
-        connection.commit()
-        context.configure(
-            connection=connection,
-            target_metadata=None,
-            version_table="alembic_version",
-            version_table_schema="memstate",
-            transactional_ddl=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-            if _want_rls():
-                from memstate_pg.sqlfiles import execute_sql_file
-
-                execute_sql_file(connection, "rls.sql")
-        connection.commit()
-    finally:
-        connection.rollback()  # a failed migration left the transaction aborted: unlock needs a fresh one
-        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-        connection.commit()
 
 
 def _want_rls() -> bool:
-    """`alembic -x rls=true upgrade head`, or migrations.upgrade(dsn, rls=True)."""
+    """`alembic -x rls=true upgrade head`, or config.attributes["rls"] = True."""
     flag = context.get_x_argument(as_dictionary=True).get("rls", "")
     return bool(config.attributes.get("rls")) or flag.lower() in ("1", "true", "yes", "on")
 
@@ -63,7 +29,7 @@ def _want_rls() -> bool:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _run(connection)
+        migrations.run_alembic_env(connection, context, rls=_want_rls())
         return
     dsn = (
         context.get_x_argument(as_dictionary=True).get("dsn")
@@ -72,12 +38,11 @@ def run_migrations_online() -> None:
     )
     if not dsn:
         raise SystemExit("memstate-pg migrations need a database: -x dsn=... or MEMSTATE_DSN")
-    with _engine_from_dsn(dsn).connect() as conn:
-        _run(conn)
+    migrations.run_alembic_env(dsn, context, rls=_want_rls())
 
 
 if context.is_offline_mode():
     raise SystemExit(
-        "offline mode is not supported: apply sql/schema.sql and sql/functions.sql with psql"
+        "offline mode is not supported: apply the files of memstate_pg/sql/migrations with psql"
     )
 run_migrations_online()

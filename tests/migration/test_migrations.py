@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from memstate_pg import Fact, MemoryStore, migrations
+from memstate_pg.dsn import sqlalchemy_url
 from memstate_pg.sqlfiles import INSTALL_ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +77,8 @@ def test_downgrade_removes_only_ours(empty_dsn: str):
 
 
 def test_plain_sql_files_give_the_same_schema(empty_dsn: str, dsn: str):
-    """sql/*.sql applied with psql-like execution equals what alembic built."""
+    """sql/*.sql applied with psql-like execution equals what alembic built (the names;
+    test_frozen.py compares the definitions)."""
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         for name in INSTALL_ORDER:
             conn.execute((ROOT / "memstate_pg" / "sql" / name).read_text())
@@ -94,8 +97,91 @@ def test_plain_sql_files_give_the_same_schema(empty_dsn: str, dsn: str):
     assert shape(empty_dsn) == shape(dsn)
 
 
-def test_concurrent_migrators_serialise(empty_dsn: str):
+@pytest.mark.parametrize("start", ["empty", "0002_langgraph"])
+def test_concurrent_migrators_serialise(empty_dsn: str, start: str):
+    """Empty: they race on CREATE SCHEMA (the losers retry behind the version table lock);
+    at 0002: they queue on LOCK TABLE memstate.alembic_version."""
+    if start != "empty":
+        migrations.upgrade(empty_dsn, start)
     code = "import sys; from memstate_pg import migrations; migrations.upgrade(sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, empty_dsn], cwd=ROOT) for _ in range(4)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, empty_dsn], cwd=ROOT, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read().decode()[-2000:]) for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], results
+    assert migrations.current(empty_dsn) == migrations.head()
+
+
+def test_alembic_cli_takes_a_sqlalchemy_url_and_stops_at_a_revision(empty_dsn: str):
+    url = sqlalchemy_url(empty_dsn)
+    base = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x", f"dsn={url}"]
+    run = subprocess.run([*base, "current"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    with psycopg.connect(empty_dsn) as conn:  # `alembic current` created nothing
+        assert conn.execute("SELECT to_regnamespace('memstate')").fetchone()[0] is None
+    run = subprocess.run([*base, "upgrade", "0001_core"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert migrations.current(empty_dsn) == "0001_core"
+    run = subprocess.run([*base, "upgrade", "head"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert migrations.current(empty_dsn) == migrations.head()
+
+
+def test_upgrade_on_a_connection_in_a_transaction_keeps_the_callers_settings(empty_dsn: str):
+    """Inside the caller's transaction: a savepoint, the caller's lock_timeout restored,
+    nothing committed until the caller commits."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlalchemy_url(empty_dsn))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '7s'"))
+            migrations.upgrade(conn)
+            assert conn.in_transaction()
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "7s"
+            assert migrations.current(empty_dsn) is None  # not committed yet
+            conn.commit()
+        assert migrations.current(empty_dsn) == migrations.head()
+        with engine.connect() as conn:  # not in a transaction: we commit, and leave none open
+            migrations.downgrade(conn, "0002_langgraph")
+            assert not conn.in_transaction()
+            migrations.upgrade(conn)
+            assert not conn.in_transaction()
+        assert migrations.current(empty_dsn) == migrations.head()
+    finally:
+        engine.dispose()
+
+
+def test_a_migrator_behind_a_concurrent_create_schema_retries(empty_dsn: str):
+    """Two first migrations: the one that waited on the other's CREATE SCHEMA gets a
+    unique violation on the catalog when it commits, and must start again, not fail."""
+    import threading
+    import time
+
+    first = psycopg.connect(empty_dsn)
+    first.execute("CREATE SCHEMA memstate")
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            migrations.upgrade(empty_dsn)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with psycopg.connect(empty_dsn, autocommit=True) as watcher:
+        for _ in range(600):  # until the second migrator waits for our transaction
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.1)
+    first.commit()
+    first.close()
+    thread.join(120)
+    assert not thread.is_alive() and failures == []
     assert migrations.current(empty_dsn) == migrations.head()

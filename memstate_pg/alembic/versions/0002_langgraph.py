@@ -4,42 +4,42 @@ Revision ID: 0002_langgraph
 Revises: 0001_core
 Create Date: 2026-11-21
 
-Built from sql/langgraph.sql (one source of SQL): memstate.lg_checkpoints, lg_blobs,
-lg_writes (MemStateCheckpointer), memstate.lg_ttl and the lg_* functions (MemStateStore,
-whose items are ordinary memstate facts and need no table of their own).
+Applies the frozen sql/migrations/0002_langgraph.sql (langgraph.sql as released):
+memstate.lg_checkpoints, lg_blobs, lg_writes (MemStateCheckpointer), memstate.lg_ttl and the
+lg_* functions (MemStateStore, whose items are ordinary memstate facts).
 """
 
-from alembic import op
+from __future__ import annotations
 
-from memstate_pg.sqlfiles import execute_sql_file
+from typing import Any
+
+from memstate_pg.migrations import revision_bind
+from memstate_pg.sqlfiles import execute_migration_file, execute_script
 
 revision = "0002_langgraph"
 down_revision = "0001_core"
 branch_labels = None
 depends_on = None
 
-_FUNCTIONS = (
-    "lg_collect_blobs(text[])",
-    "lg_delete_thread(text)",
-    "lg_copy_thread(text, text)",
-    "lg_delete_for_runs(text[])",
-    "lg_prune(text[], text)",
-    "lg_get(text, text, text[], text[], boolean)",
-    "lg_search(text, text, text, jsonb, jsonb, int, int, vector, text, boolean, boolean)",
-    "lg_list_namespaces(text, text, jsonb, jsonb, int, int, int, boolean)",
-    "lg_expired(text, text, int)",
-    "lg_collect_ttl()",
-)
+
+def upgrade(bind: Any = None) -> None:
+    execute_migration_file(revision_bind(bind), "0002_langgraph.sql")
 
 
-def upgrade() -> None:
-    execute_sql_file(op.get_bind(), "langgraph.sql")
-
-
-def downgrade() -> None:
-    bind = op.get_bind()
-    for signature in _FUNCTIONS:
-        bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS memstate.{signature}")
-    bind.exec_driver_sql(
-        "DROP TABLE IF EXISTS memstate.lg_writes, memstate.lg_blobs, memstate.lg_checkpoints, memstate.lg_ttl"
+def downgrade(bind: Any = None) -> None:
+    """Drop the lg_* functions (whatever their signature by now) and the lg_* tables."""
+    execute_script(
+        revision_bind(bind),
+        """
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT p.oid::regprocedure AS name FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'memstate'::regnamespace AND p.proname LIKE 'lg\\_%'
+    LOOP
+        EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.name);
+    END LOOP;
+END $$;
+DROP TABLE IF EXISTS memstate.lg_writes, memstate.lg_blobs, memstate.lg_checkpoints,
+    memstate.lg_ttl""",
     )
