@@ -39,6 +39,16 @@ class PermissionDenied(MemStateError, PermissionError):
     """The database role may not touch this namespace or object."""
 
 
+class MigrationError(MemStateError):
+    """A migration could not run: pgvector missing on the server, a database at a revision
+    this memstate-pg does not know, a failed statement."""
+
+
+class NotMigrated(MemStateError):
+    """The database has no memstate schema, or an older one than this memstate-pg needs:
+    run `memstate-pg migrate` (or MemoryStore.migrate())."""
+
+
 # --- database errors -> MemStateError ------------------------------------------------
 
 _BY_SQLSTATE: dict[str, type[MemStateError]] = {

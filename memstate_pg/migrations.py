@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .dsn import connect_kwargs, libpq_dsn
-from .errors import MemStateError, PermissionDenied, Unavailable, ValidationFailed, translate
+from .errors import (
+    MemStateError,
+    MigrationError,
+    NotMigrated,
+    PermissionDenied,
+    Unavailable,
+    ValidationFailed,
+    translate,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -61,15 +69,6 @@ VERSION_TABLE = "alembic_version"
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 _REMEDY = "run memstate-pg migrate"
-
-
-class MigrationError(MemStateError):
-    """A migration could not run: pgvector missing on the server, a database at a revision
-    this memstate-pg does not know, a failed statement."""
-
-
-class NotMigrated(MemStateError):
-    """The database has no memstate schema, or an older one than this memstate-pg needs."""
 
 
 # --- the revisions -------------------------------------------------------------------------
