@@ -290,10 +290,7 @@ def drop_login(target: Target, name: str) -> None:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name]
         )
-        if (
-            conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0]
-            is not None
-        ):
+        if _grants_table_exists(conn):
             conn.execute("DELETE FROM memstate.namespace_grants WHERE role = %s", [name])
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
@@ -387,8 +384,14 @@ def _require_role(conn: psycopg.Connection, role: str) -> None:
         raise NotFound(f"no database role {role!r}: CREATE ROLE it first (see sql/roles.sql)")
 
 
+def _grants_table_exists(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()
+    assert row is not None, "SELECT without FROM returns one row"
+    return row[0] is not None
+
+
 def _require_grants_table(conn: psycopg.Connection) -> None:
-    if conn.execute("SELECT to_regclass('memstate.namespace_grants')").fetchone()[0] is None:
+    if not _grants_table_exists(conn):
         raise NotFound(
             "memstate.namespace_grants does not exist: enable RLS first "
             "(memstate-pg migrate --rls, or memstate_pg.security.enable_rls)"

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +108,7 @@ def workload(n: int, updates: int, deletes: int, seed: int = 7) -> list[tuple[st
     return ops + tail
 
 
-def compare(expected: dict[str, int], mirror: Mirror) -> tuple[int, int, int, int]:
+def compare(expected: Mapping[str, int | None], mirror: Mirror) -> tuple[int, int, int, int]:
     """(missing, stale, ghosts, points) of `mirror` against {fact_id: version}."""
     seen: dict[str, int] = {}
     for page in mirror.scan(1000):
@@ -166,6 +166,7 @@ def run_naive(
                     "RETURNING id, version",
                     (key, uuid.uuid4(), text),
                 ).fetchone()
+                assert row is not None, "an upsert with RETURNING returns its row"
             else:
                 row = conn.execute(
                     "DELETE FROM naive.facts WHERE key = %s RETURNING id, version", (key,)
@@ -218,11 +219,13 @@ def _session_killer(
     def loop():
         with psycopg.connect(dsn, autocommit=True) as conn:
             while not stop.wait(rng.uniform(0.3, 1.7) * every):
-                n = conn.execute(
+                row = conn.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE application_name = %s AND pid <> pg_backend_pid()",
                     (application_name,),
-                ).fetchone()[0]
+                ).fetchone()
+                assert row is not None, "an aggregate without GROUP BY returns one row"
+                n = row[0]
                 stats["kills"] += int(bool(n))
 
     thread = threading.Thread(target=loop, daemon=True)
@@ -300,7 +303,7 @@ def run_memstate(
                     pass
         flaky.set_down(False)
     finally:
-        if killer:
+        if killer is not None and kstats is not None:
             killer.__exit__(None, None, None)
             out.extra["sessions_killed"] = kstats["kills"]
         if procs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +17,9 @@ from ..store import MemoryStore
 from ..sync import SyncWorker
 from .consistency import outcome_table, run_all
 from .story import NS
+
+if TYPE_CHECKING:
+    from chromadb.api.types import PyEmbedding
 
 
 def _chroma_client(path: str):
@@ -62,9 +66,8 @@ def mirror_story(
         "a SyncWorker alongside, then drain()."
     )
     console.rule("[bold]the demo's memory, mirrored")
-    chroma_m = FlakyMirror(
-        ChromaMirror(client, collection="demo-memory"), fail_before=0.3, fail_after=0.2, seed=3
-    )
+    chroma_inner = ChromaMirror(client, collection="demo-memory")
+    chroma_m = FlakyMirror(chroma_inner, fail_before=0.3, fail_after=0.2, seed=3)
     qdrant_m = FlakyMirror(
         QdrantMirror.from_location(":memory:", collection="demo-memory"), timeout=0.3, seed=4
     )
@@ -112,12 +115,13 @@ def mirror_story(
             str(report.ghosts),
         )
     console.print(table)
-    hits = chroma_m.inner.collection.query(
-        query_embeddings=mem.embedder.embed(["which city does the user live in?"]), n_results=1
-    )
+    question: list[PyEmbedding] = list(mem.embedder.embed(["which city does the user live in?"]))
+    hits = chroma_inner.collection.query(query_embeddings=question, n_results=1)
+    documents, metadatas = hits["documents"], hits["metadatas"]
+    assert documents is not None and metadatas is not None, "query includes both by default"
     console.print(
-        f"Chroma, queried directly by a RAG pipeline: {hits['documents'][0][0]!r} "
-        f"(version {hits['metadatas'][0][0]['version']}, the current one)"
+        f"Chroma, queried directly by a RAG pipeline: {documents[0][0]!r} "
+        f"(version {metadatas[0][0]['version']}, the current one)"
     )
     for name in ("chroma", "qdrant"):
         mem.remove_mirror(name)

@@ -64,6 +64,7 @@ def story(mem: MemoryStore, console: Console) -> dict:
     first = mem.get(city)
     assert first is not None
     first_seq = first.commit_seq
+    assert first_seq is not None, "a stored fact carries its commit's seq"
     with mem.transaction(NS, actor="agent", reason="onboarding chat") as tx:
         tx.commit(
             Fact(type="preference", payload={"topic": "food", "value": "likes sushi and ramen"})

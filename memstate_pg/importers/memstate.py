@@ -286,6 +286,7 @@ class PostgresSource(Source):
                 f"cannot read the MemState database at {self.where}: {_first_line(exc)}",
                 "check the DSN, that the server runs, and that the role may read the tables",
             ) from None
+        assert found is not None, "SELECT without FROM returns one row"
         if not all(found):
             self._conn.close()
             raise SourceUnavailable(
@@ -295,13 +296,12 @@ class PostgresSource(Source):
             )
 
     def count(self) -> tuple[int, int]:
-        (entries,) = self._conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(self._log)
-        ).fetchone()
-        (facts,) = self._conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(self._facts)
-        ).fetchone()
-        return entries, facts
+        return self._count(self._log), self._count(self._facts)
+
+    def _count(self, table: sql.Identifier) -> int:
+        row = self._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        assert row is not None, "an aggregate without GROUP BY returns one row"
+        return int(row[0])
 
     def entries(self) -> Iterator[Entry]:
         with self._conn.cursor(name="memstate_import_log") as cur:
@@ -434,6 +434,12 @@ class _Write:
     puts: list[Fact] = field(default_factory=list)
 
 
+def _fact_id(fact: Fact) -> UUID:
+    """The id of a fact the importer built (_fact always sets it)."""
+    assert fact.id is not None, "the importer gives every fact its id"
+    return fact.id
+
+
 class _Importer:
     def __init__(
         self,
@@ -479,9 +485,9 @@ class _Importer:
 
     def _target_ready(self) -> bool:
         with self._connection() as conn:
-            return bool(
-                conn.execute("SELECT to_regclass('memstate.commits') IS NOT NULL").fetchone()[0]
-            )
+            row = conn.execute("SELECT to_regclass('memstate.commits') IS NOT NULL").fetchone()
+            assert row is not None, "SELECT without FROM returns one row"
+            return bool(row[0])
 
     def _load_done_keys(self) -> None:
         with self._connection() as conn:
@@ -611,7 +617,7 @@ class _Importer:
                 conn=self.conn,
             )
             self.report.versions += 1
-            self.written.add(w.puts[0].id)
+            self.written.add(_fact_id(w.puts[0]))
             return True
         deletes = w.deletes
         if deletes:
@@ -645,7 +651,7 @@ class _Importer:
                 tx.commit(fact)
         self.report.versions += len(deletes) + len(w.puts)
         self.written.update(deletes)
-        self.written.update(f.id for f in w.puts)
+        self.written.update(_fact_id(f) for f in w.puts)
         return True
 
     def _fail(self, e: Entry | None, op: str, what: Any, exc: BaseException) -> None:
@@ -825,9 +831,11 @@ class _Importer:
         if not self._ready:
             return "0"
         assert self.conn is not None
-        (last,) = self.conn.execute(
+        row = self.conn.execute(
             "SELECT max(version) FROM memstate.fact_versions WHERE fact_id = %s", [fid]
         ).fetchone()
+        assert row is not None, "an aggregate without GROUP BY returns one row"
+        (last,) = row
         return f"gone{last}" if last is not None else "0"
 
     def _state_commit(self, write: _Write, fid: UUID) -> None:

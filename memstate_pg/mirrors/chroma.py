@@ -44,7 +44,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from memstate_pg.errors import MirrorError
@@ -61,7 +61,9 @@ from memstate_pg.mirrors.base import (
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+    from chromadb.api.collection_configuration import CreateCollectionConfiguration
     from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import Include, Metadata, PyEmbedding, Space
 
 __all__ = ["ChromaMirror", "encode_metadata"]
 
@@ -202,10 +204,14 @@ class ChromaMirror(Mirror):
         """The Chroma collection, created on first use (never with an embedding function)."""
         with self._lock:
             if self._collection is None:
+                # __init__ checked that distance is one of _DISTANCES, Chroma's Space literals
+                configuration: CreateCollectionConfiguration = {
+                    "hnsw": {"space": cast("Space", self.distance)}
+                }
                 self._collection = self.client.get_or_create_collection(
                     self.collection_name,
                     embedding_function=None,
-                    configuration={"hnsw": {"space": self.distance}},  # type: ignore[typeddict-item]
+                    configuration=configuration,
                 )
             return self._collection
 
@@ -242,7 +248,7 @@ class ChromaMirror(Mirror):
         metadatas: list[dict[str, Any]] = [encode_metadata(r) for r in records]
         with self._translate("upsert"):
             coll = self.collection
-            existing = coll.get(ids=ids, include=["metadatas"])  # type: ignore[list-item]
+            existing = coll.get(ids=ids, include=["metadatas"])
             old_keys = {
                 fid: set(meta or ())
                 for fid, meta in zip(existing["ids"], existing["metadatas"] or [], strict=False)
@@ -250,10 +256,12 @@ class ChromaMirror(Mirror):
             for fid, meta in zip(ids, metadatas, strict=True):
                 for stale in old_keys.get(fid, set()) - meta.keys():
                     meta[stale] = None  # Chroma: None in an upsert removes the key
+            embeddings: list[PyEmbedding] = [[float(x) for x in r.embedding] for r in records]
+            sent: list[Metadata] = list(metadatas)
             coll.upsert(
                 ids=ids,
-                embeddings=[[float(x) for x in r.embedding] for r in records],
-                metadatas=metadatas,  # type: ignore[arg-type]
+                embeddings=embeddings,
+                metadatas=sent,
                 documents=[r.content for r in records],
             )
 
@@ -265,13 +273,15 @@ class ChromaMirror(Mirror):
 
     def get(self, fact_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, MirrorPoint]:
         unique = list(dict.fromkeys(fact_ids))
-        include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
+        include: Include = ["metadatas", "documents"]
+        if with_vectors:
+            include.append("embeddings")
         points: dict[str, MirrorPoint] = {}
         for batch in chunked(unique, self.max_batch_size):
             with self._translate("get"):
-                res = self.collection.get(ids=list(batch), include=include)  # type: ignore[arg-type]
-            metadatas = res["metadatas"] or [None] * len(res["ids"])
-            documents = res["documents"] or [None] * len(res["ids"])
+                res = self.collection.get(ids=list(batch), include=include)
+            metadatas: Sequence[Metadata | None] = res["metadatas"] or [None] * len(res["ids"])
+            documents: Sequence[str | None] = res["documents"] or [None] * len(res["ids"])
             embeddings = res["embeddings"] if with_vectors else None
             for i, fid in enumerate(res["ids"]):
                 meta = dict(metadatas[i] or {})
@@ -295,15 +305,16 @@ class ChromaMirror(Mirror):
         offset = 0
         while True:
             with self._translate("scan"):
-                res = self.collection.get(include=["metadatas"], limit=page_size, offset=offset)  # type: ignore[list-item]
+                res = self.collection.get(include=["metadatas"], limit=page_size, offset=offset)
             ids = res["ids"]
             if not ids:
                 return
-            metadatas = res["metadatas"] or [None] * len(ids)
-            yield [
-                (fid, version_of(meta), tag_of(meta))  # type: ignore[arg-type]
-                for fid, meta in zip(ids, metadatas, strict=True)
-            ]
+            metadatas: Sequence[Metadata | None] = res["metadatas"] or [None] * len(ids)
+            page: list[tuple[str, int, str | None]] = []
+            for fid, meta in zip(ids, metadatas, strict=True):
+                payload = dict(meta or {})
+                page.append((fid, version_of(payload), tag_of(payload)))
+            yield page
             if len(ids) < page_size:
                 return
             offset += len(ids)

@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from memstate_pg.errors import MirrorError
@@ -46,6 +46,7 @@ from memstate_pg.mirrors.base import (
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
+    from qdrant_client.models import ExtendedPointId
 
 __all__ = ["QdrantMirror"]
 
@@ -180,7 +181,7 @@ class QdrantMirror(Mirror):
     def _delete_batch(self, fact_ids: Sequence[str]) -> None:
         from qdrant_client import models
 
-        ids: list[int | str] = [self._point_id(fid) for fid in fact_ids]
+        ids: list[ExtendedPointId] = [self._point_id(fid) for fid in fact_ids]
         with self._translate("delete"):
             if not self._exists():
                 return  # nothing was ever written: deleting is trivially done
@@ -207,7 +208,8 @@ class QdrantMirror(Mirror):
                 fid = wanted.get(str(rec.id), str(rec.id))
                 vector = None
                 if with_vectors and rec.vector is not None:
-                    vector = [float(x) for x in rec.vector]  # type: ignore[union-attr]
+                    # the collection has one unnamed dense vector: it comes back as list[float]
+                    vector = [float(x) for x in cast("list[float]", rec.vector)]
                 payload = dict(rec.payload or {})
                 points[fid] = MirrorPoint(
                     fact_id=fid, version=version_of(payload), embedding=vector, metadata=payload

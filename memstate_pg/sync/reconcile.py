@@ -160,7 +160,7 @@ def reconcile(
             log.warning("reconcile of %s stopped early: %s", name, stop)
         run.report.seconds = round(time.perf_counter() - started, 6)
         if run.stopped is not None and "stopped" in type(run.report).model_fields:
-            run.report.stopped = run.stopped  # type: ignore[attr-defined]
+            run.report.stopped = run.stopped
         conn.execute(q("save_reconcile"), {"name": name, "report": run.report.model_dump_json()})
     return run.report
 
@@ -314,12 +314,15 @@ class _Reconciliation:
 def _require_full_sight(conn: psycopg.Connection, name: str) -> None:
     """Under Row Level Security (sql/rls.sql) a role that cannot see every namespace the
     mirror covers would take the points of the others for ghosts and delete them: refuse."""
-    installed = conn.execute(
+    row = conn.execute(
         "SELECT pg_catalog.to_regprocedure('memstate.can_reconcile(text)')"
-    ).fetchone()[0]
-    if installed is None:
+    ).fetchone()
+    assert row is not None, "SELECT without FROM returns one row"
+    if row[0] is None:
         return  # RLS was never installed
-    if not conn.execute("SELECT memstate.can_reconcile(%s::text)", [name]).fetchone()[0]:
+    row = conn.execute("SELECT memstate.can_reconcile(%s::text)", [name]).fetchone()
+    assert row is not None, "SELECT without FROM returns one row"
+    if not row[0]:
         raise PermissionDenied(
             f"this role cannot see every namespace mirror {name!r} covers: reconcile it "
             "with a role granted them all (see SECURITY.md)"

@@ -471,7 +471,8 @@ class SyncWorker:
                     log.warning(
                         "sync worker %s: database unavailable (%s); retrying", self.worker_id, exc
                     )
-                    listener = _close_quietly(listener)
+                    _close_quietly(listener)
+                    listener = None
                     self._sleep(db_backoff, stop_event)
                     db_backoff = min(db_backoff * 2, 5.0)
                     continue
@@ -534,7 +535,8 @@ class SyncWorker:
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except (OSError, ValueError):
-            return _close_quietly(listener), False
+            _close_quietly(listener)
+            return None, False
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.read(self._wake_r, 4096)
@@ -544,7 +546,8 @@ class SyncWorker:
                 for _ in listener.notifies(timeout=0):
                     notified = True
             except psycopg.Error:
-                return _close_quietly(listener), False
+                _close_quietly(listener)
+                return None, False
         return listener, notified
 
     def _sleep(self, seconds: float, stop_event: threading.Event | None) -> None:
@@ -663,7 +666,6 @@ def _close_quietly(conn: psycopg.Connection | None) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):
             conn.close()
-    return None
 
 
 def store_mirrors(store: Any) -> dict[str, Mirror]:
