@@ -58,7 +58,7 @@ def _ensure_runtime_dir() -> None:
 
 def prune_stale_handles(pgdata: Path) -> list[int]:
     """Remove pids of processes that no longer exist from the wheel's handle list."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     handles = pgdata / ".handle_pids.json"
     if not handles.exists():
@@ -94,7 +94,7 @@ def start(path: str | os.PathLike[str] | None = None, *, database: str = "postgr
     with _lock:
         server = _servers.get(pgdata)
         if server is None:
-            import fasteners  # type: ignore[import-untyped]
+            import fasteners
 
             lock = fasteners.InterProcessLock(str(base / ".memstate-start.lock"))
             with lock:
