@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from memstate_pg import Fact, MemoryStore, MemStateError, ValidationFailed, security
 from memstate_pg.mirrors.memory import InMemoryMirror
-from memstate_pg.types import check_name
+from memstate_pg.types import check_json, check_name
 from memstate_pg.vectors import vector_text
 from tests.integration.test_rls import with_user
 
@@ -422,6 +422,7 @@ def test_fuzz_type_names(fz, type_, payload):
     mem = fz["mem"]
     try:
         check_name("type", type_)
+        check_json("payload", payload)  # the payload's keys and values are fuzzed too
         valid = True
     except ValidationFailed:
         valid = False
