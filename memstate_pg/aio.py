@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,14 +20,13 @@ from psycopg_pool import AsyncConnectionPool
 from . import migrations
 from ._core import ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
+from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
 from ._core.runner import run_async
-from .dsn import libpq_dsn
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
-from .store import IDLE_CHECK_AFTER, ConnectHealth, connection_kwargs
 from .vectors import aconfigure_connection
 
 T = TypeVar("T")
@@ -58,29 +56,18 @@ class AsyncMemoryStore(StoreCore):
             embedder=embedder, namespace=namespace, strict_types=strict_types, **options
         )
         self._health = ConnectHealth(connect_timeout, watched=isinstance(dsn_or_pool, str))
-        if isinstance(dsn_or_pool, AsyncConnectionPool):
-            self._pool = dsn_or_pool
-            self._owns_pool = False
-            self.dsn = dsn_or_pool.conninfo if isinstance(dsn_or_pool.conninfo, str) else ""
-        elif isinstance(dsn_or_pool, str):
-            self.dsn = dsn_or_pool = libpq_dsn(dsn_or_pool)
-            self._pool = AsyncConnectionPool(
-                dsn_or_pool,
-                min_size=min_size,
-                max_size=max_size,
-                kwargs=connection_kwargs(ef_search, dsn_or_pool, connect_timeout),
-                connection_class=self._health.async_connection_class(psycopg.AsyncConnection),
-                configure=self._configure_connection,
-                check=_acheck_if_idle,
-                reset=_amark_returned,
-                open=False,
-                name="memstate-async",
-            )
-            self._owns_pool = True
-        else:
-            raise TypeError(
-                "AsyncMemoryStore takes a DSN string or a psycopg_pool.AsyncConnectionPool"
-            )
+        self._pool, self._owns_pool, self.dsn = make_pool(
+            AsyncConnectionPool,
+            dsn_or_pool,
+            owner="AsyncMemoryStore",
+            health=self._health,
+            configure=self._configure_connection,
+            min_size=min_size,
+            max_size=max_size,
+            ef_search=ef_search,
+            connect_timeout=connect_timeout,
+            name="memstate-async",
+        )
 
     async def _configure_connection(self, conn: psycopg.AsyncConnection) -> None:
         """Pool hook: binary vectors, and the bound namespace (see MemoryStore)."""
@@ -276,15 +263,18 @@ class AsyncMemoryStore(StoreCore):
     ) -> AsyncIterator[AsyncTransaction]:
         try:
             async with contextlib.AsyncExitStack() as stack:
+                c: psycopg.AsyncConnection[Any]
                 if conn is None:
                     await self.open_pool()
-                    conn = await stack.enter_async_context(self._pool.connection())
-                await stack.enter_async_context(conn.transaction())
+                    c = await stack.enter_async_context(self._pool.connection())
+                else:
+                    c = conn
+                await stack.enter_async_context(c.transaction())
                 ns, row = await self._run(
                     self._op_open_commit(namespace, session_id, actor, reason, idempotency_key),
-                    conn,
+                    c,
                 )
-                yield AsyncTransaction(self, conn, ns, row, session_id)
+                yield AsyncTransaction(self, c, ns, row, session_id)
         except psycopg.Error as exc:  # e.g. raised by COMMIT as the block closes
             err = translate(exc)
             if err is exc:
@@ -468,16 +458,6 @@ class AsyncMemoryStore(StoreCore):
 
     async def dead_letters(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         return await self._run(ops.dead_rows(name, limit))
-
-
-async def _amark_returned(conn: psycopg.AsyncConnection) -> None:
-    conn._memstate_returned = time.monotonic()  # type: ignore[attr-defined]
-
-
-async def _acheck_if_idle(conn: psycopg.AsyncConnection) -> None:
-    """See store._check_if_idle."""
-    if time.monotonic() - getattr(conn, "_memstate_returned", 0.0) > IDLE_CHECK_AFTER:
-        await AsyncConnectionPool.check_connection(conn)
 
 
 class AsyncTransaction(TransactionBase["AsyncMemoryStore", psycopg.AsyncConnection[Any]]):

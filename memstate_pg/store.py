@@ -8,23 +8,20 @@ connection (autocommit; a call that needs several statements opens a transaction
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from . import migrations
 from ._core import ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
+from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
 from ._core.runner import run
-from .dsn import libpq_dsn
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
@@ -67,27 +64,18 @@ class MemoryStore(StoreCore):
             embedder=embedder, namespace=namespace, strict_types=strict_types, **options
         )
         self._health = ConnectHealth(connect_timeout, watched=isinstance(dsn_or_pool, str))
-        if isinstance(dsn_or_pool, ConnectionPool):
-            self._pool = dsn_or_pool
-            self._owns_pool = False
-            self.dsn = dsn_or_pool.conninfo if isinstance(dsn_or_pool.conninfo, str) else ""
-        elif isinstance(dsn_or_pool, str):
-            self.dsn = dsn_or_pool = libpq_dsn(dsn_or_pool)
-            self._pool = ConnectionPool(
-                dsn_or_pool,
-                min_size=min_size,
-                max_size=max_size,
-                kwargs=connection_kwargs(ef_search, dsn_or_pool, connect_timeout),
-                connection_class=self._health.connection_class(psycopg.Connection),
-                configure=self._configure_connection,
-                check=_check_if_idle,  # no dead connection handed out after a restart
-                reset=_mark_returned,
-                open=True,
-                name="memstate",
-            )
-            self._owns_pool = True
-        else:
-            raise TypeError("MemoryStore takes a DSN string or a psycopg_pool.ConnectionPool")
+        self._pool, self._owns_pool, self.dsn = make_pool(
+            ConnectionPool,
+            dsn_or_pool,
+            owner="MemoryStore",
+            health=self._health,
+            configure=self._configure_connection,
+            min_size=min_size,
+            max_size=max_size,
+            ef_search=ef_search,
+            connect_timeout=connect_timeout,
+            name="memstate",
+        )
         self._embedded_path: str | None = None
 
     def _configure_connection(self, conn: psycopg.Connection) -> None:
@@ -509,95 +497,6 @@ class MemoryStore(StoreCore):
     def dead_letters(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The dead rows of a mirror, oldest first, with their last error."""
         return self._run(ops.dead_rows(name, limit))
-
-
-# A pooled connection that sat idle may have died with the server (restart, failover):
-# check it before handing it out. One that was in use a moment ago is alive, and checking
-# every checkout would cost a round trip per commit (~10% of single-commit throughput).
-IDLE_CHECK_AFTER = 1.0  # seconds
-
-
-def _mark_returned(conn: psycopg.Connection) -> None:
-    conn._memstate_returned = time.monotonic()  # type: ignore[attr-defined]
-
-
-def _check_if_idle(conn: psycopg.Connection) -> None:
-    if time.monotonic() - getattr(conn, "_memstate_returned", 0.0) > IDLE_CHECK_AFTER:
-        ConnectionPool.check_connection(conn)
-
-
-def connection_kwargs(
-    ef_search: int | None, dsn: str = "", connect_timeout: float = 5
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"autocommit": True}
-    if ef_search is not None:
-        if not isinstance(ef_search, int) or not 1 <= ef_search <= 1000:
-            raise ValueError("ef_search must be an int between 1 and 1000")
-        kwargs["options"] = f"-c hnsw.ef_search={ef_search}"
-    if "connect_timeout" not in conninfo_to_dict(dsn):
-        if not isinstance(connect_timeout, int | float) or not 0 < connect_timeout <= 3600:
-            raise ValueError("connect_timeout must be a number of seconds in (0, 3600]")
-        kwargs["connect_timeout"] = max(1, math.ceil(connect_timeout))  # libpq: whole seconds
-    return kwargs
-
-
-class ConnectHealth:
-    """Whether the pool's latest attempt to open a connection failed (the server is down or
-    the DSN wrong): then a call waits for a pooled connection only about as long as one
-    attempt takes, and the runner says why, instead of waiting out the pool's timeout."""
-
-    def __init__(self, connect_timeout: float, *, watched: bool = True) -> None:
-        self.connect_timeout = connect_timeout
-        # "unknown" until a first attempt ends; a pool the caller made is not watched
-        self.state = "unknown" if watched else "unwatched"
-
-    @property
-    def failing(self) -> bool:
-        return self.state == "failing"
-
-    @failing.setter
-    def failing(self, value: bool) -> None:
-        self.state = "failing" if value else "ok"
-
-    def wait_for(self) -> float | None:
-        if self.state == "unknown":  # the first connection may still be on its way
-            return float(self.connect_timeout) + 1
-        if self.state == "failing":  # the last attempt failed: say why soon
-            return 1.0
-        return None
-
-    def connection_class(self, base: type[C]) -> type[C]:
-        """`base` recording each attempt's outcome here (the pool's connection_class)."""
-        health = self
-
-        class Watched(base):  # type: ignore[valid-type,misc]
-            @classmethod
-            def connect(cls, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    conn = super().connect(*args, **kwargs)
-                except psycopg.OperationalError:
-                    health.failing = True
-                    raise
-                health.failing = False
-                return conn
-
-        return Watched
-
-    def async_connection_class(self, base: type[AC]) -> type[AC]:
-        health = self
-
-        class Watched(base):  # type: ignore[valid-type,misc]
-            @classmethod
-            async def connect(cls, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    conn = await super().connect(*args, **kwargs)
-                except psycopg.OperationalError:
-                    health.failing = True
-                    raise
-                health.failing = False
-                return conn
-
-        return Watched
 
 
 class Transaction(TransactionBase["MemoryStore", psycopg.Connection[Any]]):
