@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -27,6 +27,9 @@ from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+
+if TYPE_CHECKING:
+    from .tools import ToolSet
 from .vectors import aconfigure_connection
 
 T = TypeVar("T")
@@ -382,6 +385,11 @@ class AsyncMemoryStore(StoreCore):
         self, *, namespace: str | None = None, limit: int = 20
     ) -> list[dict[str, Any]]:
         return await self._read(lambda: self._op_commits(namespace=namespace, limit=limit))
+
+    async def tools(self, **options: Any) -> ToolSet:
+        from .tools import atools
+
+        return await atools(self, **options)
 
     async def status(self) -> dict[str, MirrorStatus]:
         return await self._read(lambda: self._op_status())

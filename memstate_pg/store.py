@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -26,6 +26,9 @@ from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
 from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+
+if TYPE_CHECKING:
+    from .tools import ToolSet
 from .vectors import configure_connection
 
 T = TypeVar("T")
@@ -399,6 +402,14 @@ class MemoryStore(StoreCore):
     def commits(self, *, namespace: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest commits of a namespace, newest first."""
         return self._read(lambda: self._op_commits(namespace=namespace, limit=limit))
+
+    def tools(self, **options: Any) -> ToolSet:
+        """The registered types as tool definitions for a model (OpenAI and Anthropic
+        shapes) and a dispatcher that validates and commits a tool call once per call id
+        (see memstate_pg.tools)."""
+        from .tools import tools
+
+        return tools(self, **options)
 
     def status(self) -> dict[str, MirrorStatus]:
         """Per mirror: pending and dead outbox rows, lag, last sync and reconcile."""

@@ -619,6 +619,12 @@ class StoreCore:
             vectors, model, _ = yield from self._op_vectors([query])
         else:
             vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
+        if model not in self._models_ready:
+            # nothing was ever written with this model: no fact to find (and no DDL on a read)
+            found = yield Exec(Q("model_registered"), {"model": model})
+            if not found["registered"]:
+                return []
+            self._models_ready.add(model)
         rows = yield Exec(
             Q("search"),
             {

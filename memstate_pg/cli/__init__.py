@@ -29,6 +29,8 @@ NOISY_LOGGERS = (
     "httpcore",
     "chromadb",
     "qdrant_client",
+    "mcp",
+    "uvicorn",
     "urllib3",
     "psycopg",
     "fasteners",
@@ -98,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (demo, store, sync, security, server):
         module.register(sub, parent)
     from ..importers import cli as import_cli
+    from ..mcp import cli as mcp_cli
 
     import_cli.add_parser(sub, parent)
+    mcp_cli.register(sub, parent)
     return parser
 
 

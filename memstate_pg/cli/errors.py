@@ -60,6 +60,9 @@ def _missing_extra(exc: ImportError) -> CliError | None:
         "langgraph": "langgraph",
         "httpx": "openai",
         "sentence_transformers": "sentence-transformers",
+        "mcp": "mcp",
+        "mcp_types": "mcp",
+        "langchain_core": "langchain",
     }.get(name)
     if extra is None:
         return None

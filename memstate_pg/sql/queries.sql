@@ -114,3 +114,6 @@ FROM memstate.fact_versions v JOIN memstate.commits c ON c.seq = v.seq
 WHERE v.namespace = %(namespace)s
 ORDER BY v.seq DESC, v.fact_id, v.version DESC
 LIMIT %(limit)s
+
+-- name: model_registered
+SELECT EXISTS (SELECT 1 FROM memstate.embedding_models WHERE model = %(model)s) AS registered

@@ -95,3 +95,11 @@ def test_history_newest_first_and_limit(mem: MemoryStore) -> None:
     assert [(v.fact_id, v.content) for v in newest] == [(b, "b1"), (a, "a3")]
     assert [v.version for v in mem.history(a, newest_first=True, limit=2)] == [3, 2]
     assert [v.version for v in mem.history(a, limit=1)] == [1]
+
+
+def test_search_before_anything_was_written_with_the_model_is_empty(dsn: str) -> None:
+    """A fresh database: nothing can match a model nobody wrote with (no error, no DDL)."""
+    with MemoryStore(dsn, max_size=1) as fresh:
+        assert fresh.search("anything", k=3) == []
+        fid = fresh.commit(Fact(type="note", payload={"text": "anything"}))
+        assert [h.fact.id for h in fresh.search("anything", k=3)] == [fid]
