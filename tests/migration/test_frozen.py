@@ -24,6 +24,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RELEASED = {
     "0001_core.sql": "9257b1ccf49a",
     "0002_langgraph.sql": "0f320e840b26",
+    "0003_one_house.sql": "2a6c70b812bb",
 }
 
 

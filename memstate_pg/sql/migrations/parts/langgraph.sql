@@ -1,8 +1,0 @@
--- langgraph: DDL deltas for the frozen migration 0003 (helper "langgraph").
---
--- None so far: every change to sql/langgraph.sql in this branch is a CREATE OR REPLACE
--- FUNCTION with an unchanged signature, which the redefinitions carry:
---   memstate.lg_collect_blobs, lg_delete_thread, lg_copy_thread, lg_delete_for_runs,
---   lg_prune, lg_get, lg_search, lg_list_namespaces, lg_expired, lg_collect_ttl
---   (each now SET search_path = pg_catalog, pg_temp, with pg_catalog.-qualified calls;
---   lg_search also bounds its filter: at most 64 conditions and 65536 bytes, MSV01).
