@@ -40,7 +40,9 @@ def open_store(dsn: str | None = None) -> MemoryStore:
     # MemState: sqlite = SQLiteStorage("agent_memory.db")
     dsn = dsn or os.environ.get("MEMSTATE_DSN")
     # MemState: mem = MemoryStore(sqlite)
-    return MemoryStore(dsn) if dsn else MemoryStore.embedded()
+    mem = MemoryStore(dsn) if dsn else MemoryStore.embedded()
+    mem.migrate()  # idempotent (MemState creates its tables on first use)
+    return mem
 
 
 def quick_start(mem: MemoryStore, chroma: Any = None) -> dict[str, Any]:
@@ -77,12 +79,16 @@ def quick_start(mem: MemoryStore, chroma: Any = None) -> dict[str, Any]:
     mem.rollback(1)
     worker.drain()
     worker.close()
+    # the Chroma client above lives in this process only: unregister its mirror, or the
+    # outbox would keep rows for it that no other process can deliver
+    in_chroma_after_rollback = str(fid) in mirror.get([str(fid)])
+    mem.remove_mirror("chroma")
     return {
         "fact_id": fid,
         "in_chroma_after_commit": in_chroma,
         "hits": hits,
         "live_after_rollback": mem.get(fid) is not None,
-        "in_chroma_after_rollback": str(fid) in mirror.get([str(fid)]),
+        "in_chroma_after_rollback": in_chroma_after_rollback,
         "history": [(v.op, v.kind) for v in mem.history(fid)],
     }
 
@@ -134,7 +140,10 @@ def main(dsn: str | None = None) -> None:
             result["history"],
         )
         print("unregistered type committed as", unregistered_type(mem))
-        print("LangGraph state:", langgraph_integration(mem))
+        try:
+            print("LangGraph state:", langgraph_integration(mem))
+        except ImportError:  # the LangGraph lines need the langgraph extra
+            print('LangGraph part skipped: pip install "memstate-pg[langgraph]"')
     finally:
         mem.close()
 

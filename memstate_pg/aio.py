@@ -22,7 +22,7 @@ from ._core import ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
-from ._core.runner import run_async
+from ._core.runner import acheckout, run_async
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
@@ -135,7 +135,7 @@ class AsyncMemoryStore(StoreCore):
             embedder=self.embedder,
             conn=conn,
             open_pool=self._owns_pool,
-            timeout=self._wait_for(),
+            health=self._health,
         )
 
     async def _read(self, make: Callable[[], Op[T]]) -> T:
@@ -145,11 +145,12 @@ class AsyncMemoryStore(StoreCore):
             embedder=self.embedder,
             open_pool=self._owns_pool,
             again=make,
-            timeout=self._wait_for(),
+            health=self._health,
         )
 
-    def _wait_for(self) -> float | None:
-        return self._health.wait_for()
+    async def _connection(self, stack: contextlib.AsyncExitStack) -> psycopg.AsyncConnection[Any]:
+        await self.open_pool()
+        return await acheckout(stack, self._pool, self._health)
 
     async def register_schema(
         self,
@@ -265,13 +266,10 @@ class AsyncMemoryStore(StoreCore):
         conn: psycopg.AsyncConnection | None = None,
     ) -> AsyncIterator[AsyncTransaction]:
         try:
+            if conn is None:  # the model's registration needs a connection of its own
+                await self._run(self._op_model(self.embedder.model, self.embedder.dim))
             async with contextlib.AsyncExitStack() as stack:
-                c: psycopg.AsyncConnection[Any]
-                if conn is None:
-                    await self.open_pool()
-                    c = await stack.enter_async_context(self._pool.connection())
-                else:
-                    c = conn
+                c = conn if conn is not None else await self._connection(stack)
                 await stack.enter_async_context(c.transaction())
                 ns, row = await self._run(
                     self._op_open_commit(namespace, session_id, actor, reason, idempotency_key),

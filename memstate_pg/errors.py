@@ -90,6 +90,14 @@ def translate(exc: BaseException) -> BaseException:
         not exc.sqlstate or exc.sqlstate.startswith(("08", "57P"))
     ):
         return Unavailable(f"database unavailable: {str(exc).strip() or type(exc).__name__}")
+    if exc.sqlstate in ("42P01", "3F000", "42883") and "memstate" in str(exc):
+        # undefined table / schema / function of ours: the database was never migrated
+        missing = NotMigrated(
+            f"schema memstate is missing or incomplete ({exc.diag.message_primary or exc}): "
+            "run memstate-pg migrate (or MemoryStore.migrate())"
+        )
+        missing.sqlstate = exc.sqlstate  # type: ignore[attr-defined]
+        return missing
     cls = _BY_SQLSTATE.get(exc.sqlstate or "")
     if cls is None:
         return exc

@@ -128,8 +128,10 @@ class MemStateVectorStore(VectorStore):
         self._async: AsyncMemoryStore | None = None
         if isinstance(store, AsyncMemoryStore):
             self._async = AsyncMemoryStore(store.pool, **options)
+            self._async._health = store._health  # the same pool: the same view of its server
         elif isinstance(store, MemoryStore):
             self._sync = MemoryStore(store.pool, **options)
+            self._sync._health = store._health
         else:
             raise TypeError("MemStateVectorStore takes a MemoryStore or an AsyncMemoryStore")
 

@@ -21,7 +21,7 @@ from ._core import ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
-from ._core.runner import run
+from ._core.runner import checkout, run
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
@@ -134,18 +134,16 @@ class MemoryStore(StoreCore):
 
     def _run(self, op: Op[T], conn: psycopg.Connection[Any] | None = None) -> T:
         """Perform an operation's requests (see memstate_pg._core.runner)."""
-        return run(op, pool=self._pool, embedder=self.embedder, conn=conn, timeout=self._wait_for())
+        return run(op, pool=self._pool, embedder=self.embedder, conn=conn, health=self._health)
 
     def _read(self, make: Callable[[], Op[T]]) -> T:
         """Run a read, once more if the connection turns out dead (a server restart)."""
-        return run(
-            make(), pool=self._pool, embedder=self.embedder, again=make, timeout=self._wait_for()
-        )
+        return run(make(), pool=self._pool, embedder=self.embedder, again=make, health=self._health)
 
-    def _wait_for(self) -> float | None:
-        """While the pool holds no connection at all (server down, wrong DSN), wait only
-        as long as one connection attempt may take, then say why; else the pool's timeout."""
-        return self._health.wait_for()
+    def _connection(self, stack: contextlib.ExitStack) -> psycopg.Connection[Any]:
+        """A pooled connection for the rest of `stack` (Unavailable with the cause, soon,
+        when the server cannot be reached)."""
+        return checkout(stack, self._pool, self._health)
 
     # -- registration --------------------------------------------------------------------
 
@@ -276,8 +274,10 @@ class MemoryStore(StoreCore):
         runs your own SQL in the same transaction. Leaving the block by an exception rolls
         everything back."""
         try:
+            if conn is None:  # the model's registration needs a connection of its own
+                self._run(self._op_model(self.embedder.model, self.embedder.dim))
             with contextlib.ExitStack() as stack:
-                c = conn if conn is not None else stack.enter_context(self._pool.connection())
+                c = conn if conn is not None else self._connection(stack)
                 stack.enter_context(c.transaction())
                 ns, row = self._run(
                     self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), c

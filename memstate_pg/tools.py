@@ -119,11 +119,13 @@ def tool_name(type_name: str, taken: set[str] | None = None) -> str:
     return name
 
 
-def idempotency_key(call_id: str) -> str:
-    """The idempotency key of a tool call id (at most 200 characters, like every key)."""
-    key = f"tool-call:{call_id}"
+def idempotency_key(call_id: str, tool: str = "") -> str:
+    """The idempotency key of a tool call id and the tool it called (at most 200
+    characters, like every key): a call id reused with another tool is another write."""
+    key = f"tool-call:{tool}:{call_id}"
     if len(key) > 200:
-        key = "tool-call:sha256:" + hashlib.sha256(call_id.encode()).hexdigest()
+        digest = hashlib.sha256(f"{tool}\x00{call_id}".encode()).hexdigest()
+        key = f"tool-call:sha256:{digest}"
     return key
 
 
@@ -202,7 +204,10 @@ def check_arguments(ftype: FactType, payload: dict[str, Any]) -> dict[str, Any]:
         import jsonschema  # type: ignore[import-untyped,unused-ignore]
     except ImportError:  # the database validates the schema's shape anyway
         return ftype.validate(payload)
-    validator = jsonschema.Draft202012Validator(ftype.json_schema)
+    validator = jsonschema.Draft202012Validator(
+        ftype.json_schema,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,  # date-time, uuid, ...
+    )
     found = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
     if found:
         errors = [{"loc": _loc(e), "msg": e.message, "type": str(e.validator)} for e in found]
@@ -306,7 +311,7 @@ class ToolSet:
         if isinstance(arguments, str):  # OpenAI hands the arguments over as JSON text
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError as exc:
+            except (ValueError, RecursionError) as exc:  # bad JSON, too many digits, too deep
                 raise ValidationFailed(f"the arguments are not valid JSON: {exc}") from None
         if not isinstance(arguments, Mapping):
             raise ValidationFailed("the arguments must be a JSON object")
@@ -318,14 +323,14 @@ class ToolSet:
         return tool, Fact(type=tool.type, payload=clean), reason
 
     def _write_kwargs(
-        self, call_id: str | None, actor: str | None, reason: str | None
+        self, name: str, call_id: str | None, actor: str | None, reason: str | None
     ) -> dict[str, Any]:
         return {
             "namespace": self.namespace,
             "session_id": self.session_id,
             "actor": actor or self.actor,
             "reason": reason,
-            "idempotency_key": idempotency_key(call_id) if call_id else None,
+            "idempotency_key": idempotency_key(call_id, name) if call_id else None,
         }
 
     def call(
@@ -342,7 +347,7 @@ class ToolSet:
         the database being unreachable raises."""
         try:
             _, fact, why = self.prepare(name, arguments)
-            fid = self.store.commit(fact, **self._write_kwargs(call_id, actor, why or reason))
+            fid = self.store.commit(fact, **self._write_kwargs(name, call_id, actor, why or reason))
         except (ValidationFailed, ConflictError, NotFound) as exc:
             return error_result(name, call_id, exc)
         if not isinstance(fid, UUID):
@@ -363,7 +368,7 @@ class ToolSet:
 
         try:
             _, fact, why = self.prepare(name, arguments)
-            kwargs = self._write_kwargs(call_id, actor, why or reason)
+            kwargs = self._write_kwargs(name, call_id, actor, why or reason)
             if _is_async(self.store):
                 fid = await self.store.commit(fact, **kwargs)  # type: ignore[misc]
             else:

@@ -11,6 +11,7 @@ raised by COMMIT as the block closes, into MemStateError (errors.translate).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..embedders import Embedder, aembed
 from ..errors import MemStateError, Unavailable, translate
+from .pools import ConnectHealth
 from .protocol import Attempt, Begin, Embed, Exec, ExecMany, Op, Outcome
 
 T = TypeVar("T")
@@ -37,7 +39,7 @@ class _State:
     caller: psycopg.Connection[Any] | None  # the caller's connection (conn=...)
     conn: psycopg.Connection[Any] | None = None
     in_tx: bool = False
-    timeout: float | None = None  # to wait for a pooled connection (None: the pool's)
+    health: ConnectHealth | None = None  # how long to wait for a pooled connection
 
 
 def run(
@@ -47,22 +49,23 @@ def run(
     embedder: Embedder,
     conn: psycopg.Connection[Any] | None = None,
     again: Callable[[], Op[T]] | None = None,
-    timeout: float | None = None,
+    health: ConnectHealth | None = None,
 ) -> T:
     """Perform the requests of `op` and return its value.
 
     `again`: for an operation that is safe to repeat (a read), makes it anew; when the first
     run finds the connection dead (server restart, failover, terminated backend), the pool
     checks its idle connections and the operation runs once more, so a restart costs no
-    failed call. `timeout`: how long to wait for a pooled connection (None: the pool's).
+    failed call. `health`: the store's view of its server (see pools.ConnectHealth): while
+    connection attempts fail, a call waits for a pooled connection only briefly, then says why.
     """
     try:
-        return _run_once(op, pool, embedder, conn, timeout)
+        return _run_once(op, pool, embedder, conn, health)
     except Unavailable as err:
         if again is None or conn is not None or not _lost(err):
             raise
         pool.check()  # drop every dead idle connection before trying again
-        return _run_once(again(), pool, embedder, conn, timeout)
+        return _run_once(again(), pool, embedder, conn, health)
 
 
 def _run_once(
@@ -70,11 +73,11 @@ def _run_once(
     pool: ConnectionPool[Any],
     embedder: Embedder,
     conn: psycopg.Connection[Any] | None,
-    timeout: float | None,
+    health: ConnectHealth | None,
 ) -> T:
     try:
         with contextlib.ExitStack() as stack:
-            return _drive(op, _State(pool, embedder, stack, conn, conn, timeout=timeout))
+            return _drive(op, _State(pool, embedder, stack, conn, conn, health=health))
     except PoolTimeout as exc:
         raise _pool_timeout(exc, _probe(pool)) from exc
     except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
@@ -131,6 +134,53 @@ def _pool_timeout(exc: PoolTimeout, cause: BaseException | None) -> Unavailable:
     return Unavailable(f"database unavailable: {reason}")
 
 
+SLICE = 1.0  # seconds: how often a waiting call looks again at the pool's connect health
+
+
+def _wait_steps(pool: ConnectionPool[Any] | AsyncConnectionPool[Any], health: Any) -> Any:
+    """(how long to wait this time, is it the last time) until the pool's timeout: in
+    slices while the server answered last time, so a call already waiting notices when
+    connection attempts start failing; briefly once they fail."""
+    deadline = time.monotonic() + pool.timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        brief = health.wait_for() if health is not None else None
+        if health is None:
+            yield remaining, True
+            return
+        step = min(brief if brief is not None else SLICE, max(remaining, 0.0))
+        last = brief is not None and health.failing or step >= remaining
+        yield max(step, 0.01), last
+
+
+def checkout(
+    stack: contextlib.ExitStack, pool: ConnectionPool[Any], health: ConnectHealth | None
+) -> psycopg.Connection[Any]:
+    """A pooled connection for the rest of `stack`; Unavailable with the cause when the
+    server cannot be reached (see _wait_steps), or when every connection stays in use."""
+    for step, last in _wait_steps(pool, health):
+        try:
+            return stack.enter_context(pool.connection(step))
+        except PoolTimeout as exc:
+            if last or (health is not None and health.failing):
+                raise _pool_timeout(exc, _probe(pool)) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def acheckout(
+    stack: contextlib.AsyncExitStack,
+    pool: AsyncConnectionPool[Any],
+    health: ConnectHealth | None,
+) -> psycopg.AsyncConnection[Any]:
+    for step, last in _wait_steps(pool, health):
+        try:
+            return await stack.enter_async_context(pool.connection(step))
+        except PoolTimeout as exc:
+            if last or (health is not None and health.failing):
+                raise _pool_timeout(exc, await _aprobe(pool)) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _drive(op: Op[T], st: _State) -> T:
     try:
         request = next(op)
@@ -140,7 +190,7 @@ def _drive(op: Op[T], st: _State) -> T:
                 result = (request.embedder or st.embedder).embed(request.texts)
             else:
                 if st.conn is None:
-                    st.conn = st.stack.enter_context(st.pool.connection(st.timeout))
+                    st.conn = checkout(st.stack, st.pool, st.health)
                 c = st.conn
                 if isinstance(request, Begin):
                     if not st.in_tx:
@@ -203,7 +253,7 @@ class _AsyncState:
     conn: psycopg.AsyncConnection[Any] | None = None
     in_tx: bool = False
     owns_pool: bool = False
-    timeout: float | None = None
+    health: ConnectHealth | None = None
 
 
 async def run_async(
@@ -214,17 +264,17 @@ async def run_async(
     conn: psycopg.AsyncConnection[Any] | None = None,
     open_pool: bool = False,
     again: Callable[[], Op[T]] | None = None,
-    timeout: float | None = None,
+    health: ConnectHealth | None = None,
 ) -> T:
     """`run` with psycopg's async API; a sync embedder runs in a thread (`aembed`).
     `open_pool`: open the (store-owned) pool first if it is closed."""
     try:
-        return await _arun_once(op, pool, embedder, conn, open_pool, timeout)
+        return await _arun_once(op, pool, embedder, conn, open_pool, health)
     except Unavailable as err:
         if again is None or conn is not None or not _lost(err):
             raise
         await pool.check()
-        return await _arun_once(again(), pool, embedder, conn, open_pool, timeout)
+        return await _arun_once(again(), pool, embedder, conn, open_pool, health)
 
 
 async def _arun_once(
@@ -233,11 +283,11 @@ async def _arun_once(
     embedder: Embedder,
     conn: psycopg.AsyncConnection[Any] | None,
     open_pool: bool,
-    timeout: float | None,
+    health: ConnectHealth | None,
 ) -> T:
     try:
         async with contextlib.AsyncExitStack() as stack:
-            st = _AsyncState(pool, embedder, stack, conn, conn, False, open_pool, timeout)
+            st = _AsyncState(pool, embedder, stack, conn, conn, False, open_pool, health)
             return await _adrive(op, st)
     except PoolTimeout as exc:
         raise _pool_timeout(exc, await _aprobe(pool)) from exc
@@ -271,7 +321,7 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
                 if c is None:
                     if st.owns_pool and st.pool.closed:
                         await st.pool.open()
-                    c = await st.stack.enter_async_context(st.pool.connection(st.timeout))
+                    c = await acheckout(st.stack, st.pool, st.health)
                     st.conn = c
                 assert c is not None
                 if isinstance(request, Begin):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,11 +136,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 if args.drain:
                     ok = _drain(worker, args.timeout, show=not args.json)
                     left = worker.pending().pending
+                    status = store.status()
+                    dead = sum(status[n].dead for n in worker.mirrors if n in status)
                     if args.json:
-                        common.print_json({"drained": ok, "pending": left})
+                        common.print_json({"drained": ok, "pending": left, "dead": dead})
                     else:
                         print(f"{'drained' if ok else 'not drained'}: {left} row(s) pending")
-                    return 0 if ok else NOT_DONE
+                    if dead:  # given up on: the mirror refused them (see status, requeue)
+                        print(
+                            f"error: {dead} outbox row(s) are dead: the mirror refused them\n"
+                            "hint: memstate-pg status shows the last error; fix it, then "
+                            "memstate-pg requeue NAME",
+                            file=sys.stderr,
+                        )
+                    return 0 if ok and not dead else NOT_DONE
                 if not args.verbose:  # a service: its own start/stop lines are wanted
                     logging.getLogger("memstate_pg").setLevel(logging.INFO)
                 worker.run_forever()

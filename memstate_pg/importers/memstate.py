@@ -100,12 +100,14 @@ class SourceUnavailable(MemStateError):
         self.remedy = remedy
 
 
-def fact_id_for(memstate_id: str) -> UUID:
-    """The memstate-pg fact id of a MemState fact id: the same UUID when it is one (any
-    case), else ``uuid5(MEMSTATE_ID_NAMESPACE, memstate_id)``."""
+def fact_id_for(memstate_id: str, namespace: str = "default") -> UUID:
+    """The memstate-pg fact id of a MemState fact id imported into `namespace`: the same
+    UUID when it is one (any case), else ``uuid5(MEMSTATE_ID_NAMESPACE, namespace + NUL +
+    memstate_id)`` — fact ids are global, so two MemState databases whose facts are named
+    alike (``"profile"``) can be imported into two namespaces."""
     if _UUID.fullmatch(memstate_id):
         return UUID(memstate_id)
-    return uuid5(MEMSTATE_ID_NAMESPACE, memstate_id)
+    return uuid5(MEMSTATE_ID_NAMESPACE, f"{namespace}\x00{memstate_id}")
 
 
 def parse_import_reason(reason: str | None) -> dict[str, Any] | None:
@@ -475,8 +477,8 @@ class _Importer:
         """A pooled connection of the target; database errors become MemStateErrors
         (a lost server: Unavailable), as they do in the store's own calls."""
         try:
-            with self.store.pool.connection() as conn:
-                yield conn
+            with contextlib.ExitStack() as stack:  # says why, soon, if the server is gone
+                yield self.store._connection(stack)
         except psycopg.Error as exc:
             err = translate(exc)
             if err is exc:
@@ -527,7 +529,7 @@ class _Importer:
     # -- mapping -------------------------------------------------------------------------
 
     def _fid(self, memstate_id: str) -> UUID:
-        fid = fact_id_for(memstate_id)
+        fid = fact_id_for(memstate_id, self.ns)
         self.seen.add(fid)
         if not _UUID.fullmatch(memstate_id):
             self.mapped.add(memstate_id)

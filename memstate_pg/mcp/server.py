@@ -34,7 +34,7 @@ import anyio
 import mcp_types as types
 from mcp.server import Server
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..aio import AsyncMemoryStore
 from ..errors import MemStateError, NotFound, ValidationFailed
@@ -76,8 +76,16 @@ class RememberArgs(_Args):
     session_id: str | None = Field(None, description="working memory of this session only")
     reason: str | None = Field(None, description="why this is remembered (kept in history)")
     idempotency_key: str | None = Field(
-        None, description="a retried call with the same key writes nothing twice"
+        None,
+        description="a retried call with the same key writes nothing twice",
     )
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _not_a_tool_calls_key(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("tool-call:"):  # typed tool calls' keys
+            raise ValueError("keys starting with 'tool-call:' are reserved for tool calls")
+        return value
 
 
 class RecallArgs(_Args):
@@ -495,8 +503,8 @@ class MemoryTools:
         self, ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-        if uri == FACTS_URI:
-            facts = await self._do("query", namespace=self.namespace)
+        if uri == FACTS_URI:  # bounded as the listing is
+            facts = await self._do("query", namespace=self.namespace, limit=self.resource_limit)
             data: Any = [fact_json(f) for f in facts]
         elif uri.startswith(FACTS_URI + "/"):
             try:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
-from memstate_pg.errors import MirrorError
+from memstate_pg.errors import MirrorError, ValidationFailed
 from memstate_pg.mirrors.base import (
     COLLISION_PREFIX,
     Mirror,
@@ -129,7 +130,7 @@ class ChromaMirror(Mirror):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.client = client
-        self.collection_name = collection
+        self.collection_name = check_collection_name(collection)
         self.distance = distance
         self._batch_size = batch_size
         self._native_batch: int | None = None
@@ -373,3 +374,19 @@ def ephemeral_client() -> Any:
     from chromadb.config import Settings
 
     return chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+
+
+_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+
+
+def check_collection_name(name: str) -> str:
+    """Chroma's rule for collection names (3-512 of A-Z a-z 0-9 . _ -, starting and ending
+    with a letter or digit, no '..'), checked here so that a bad name is refused when the
+    mirror is made, not as dead rows at every write."""
+    if not isinstance(name, str) or not _COLLECTION.fullmatch(name) or ".." in name:
+        raise ValidationFailed(
+            f"{name!r} is not a Chroma collection name (3-512 of A-Z a-z 0-9 . _ -, starting "
+            "and ending with a letter or digit): name the collection, e.g. "
+            "NAME=chroma:LOCATION?collection=memory"
+        )
+    return name

@@ -48,7 +48,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ..errors import NotFound
+from ..errors import NotFound, ValidationFailed
 from ..mirrors.base import Mirror
 from . import outbox
 from .apply import changes_for, read_states, write_changes
@@ -196,7 +196,10 @@ class SyncWorker:
                     else:
                         found[item] = lookup_mirror(self.store, item)
         if not found:
-            raise ValueError("no mirrors to sync: register one with add_mirror() or pass mirrors=")
+            raise ValidationFailed(
+                "no mirrors to sync: register one with add_mirror() (memstate-pg mirror add), "
+                "or pass mirrors= (--mirror NAME=KIND:LOCATION)"
+            )
         with self._connection() as conn:
             registered = outbox.load_configs(conn)
         unknown = sorted(set(found) - set(registered))

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import quote, urlencode
 from uuid import uuid4
 
@@ -121,3 +125,146 @@ def test_connect_timeout_in_the_dsn_wins(dsn: str) -> None:
         assert "connect_timeout" not in mem.pool.kwargs
     with MemoryStore(dsn, max_size=1, connect_timeout=3) as mem:
         assert mem.pool.kwargs["connect_timeout"] == 3
+
+
+# --- found by the review: every path waits briefly, then says why ---------------------
+
+DOWN = "postgresql://nobody@127.0.0.1:1/nothing"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_transaction_on_unreachable_server_fails_fast():
+    mem = MemoryStore(DOWN)
+    t = time.monotonic()
+    with pytest.raises(Unavailable) as info, mem.transaction("a") as tx:
+        tx.commit(Fact(type="note", payload={"text": "x"}))
+    took = time.monotonic() - t
+    mem.close()
+    assert took < 10, f"took {took:.1f}s: {info.value!r}"
+
+
+def test_a_first_transaction_on_a_one_connection_pool_does_not_wait_for_itself(dsn):
+    mem = MemoryStore(dsn, max_size=1)
+    t = time.monotonic()
+    try:
+        with mem.transaction("a") as tx:
+            tx.commit(Fact(type="note2", payload={"text": "x"}))
+        err = None
+    except Exception as exc:
+        err = exc
+    took = time.monotonic() - t
+    mem.close()
+    assert err is None and took < 10, f"took {took:.1f}s: {err!r}"
+
+
+def test_langchain_on_unreachable_server_fails_fast():
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from memstate_pg.langchain import MemStateVectorStore
+
+    mem = MemoryStore(DOWN)
+    vs = MemStateVectorStore(mem, DeterministicFakeEmbedding(size=8), namespace="a")
+    t = time.monotonic()
+    with pytest.raises(Unavailable) as info:
+        vs.similarity_search("x")
+    took = time.monotonic() - t
+    mem.close()
+    assert took < 10, f"took {took:.1f}s: {info.value!r}"
+
+
+def test_import_cli_on_unreachable_server_fails_fast(tmp_path):
+    db = tmp_path / "m.db"
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE facts(id TEXT PRIMARY KEY, type TEXT, data TEXT, created_at TEXT)")
+    c.execute(
+        "CREATE TABLE tx_log(tx_id INTEGER PRIMARY KEY, uuid TEXT, timestamp TEXT, data TEXT)"
+    )
+    c.commit()
+    c.close()
+    t = time.monotonic()
+    p = subprocess.run(
+        [sys.executable, "-m", "memstate_pg", "import-memstate", str(db), "--dsn", DOWN],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    took = time.monotonic() - t
+    assert took < 15, f"took {took:.1f}s rc={p.returncode} {p.stderr[-400:]}"
+    assert p.returncode == 3 and "Traceback" not in p.stderr, p.stderr
+
+
+class Proxy:
+    """TCP 127.0.0.1:port -> the test server's Unix socket; stop() = the server went away."""
+
+    def __init__(self, target):
+        import socket
+        import threading
+
+        self.target, self.socks = target, []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen()
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(self.target)
+            self.socks += [c, s]
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(2)
+            except OSError:
+                pass
+
+    def stop(self):
+        try:
+            self.lsock.shutdown(2)
+        except OSError:
+            pass
+        self.lsock.close()
+        for s in self.socks:
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_call_waiting_when_the_server_goes_away_fails_fast(dsn):
+    import uuid as _uuid
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    p = conninfo_to_dict(dsn)
+    proxy = Proxy(f"{p['host']}/.s.PGSQL.{p.get('port', 5432)}")
+    mem = MemoryStore(f"host=127.0.0.1 port={proxy.port} dbname={p['dbname']} user={p['user']}")
+    assert mem.get(_uuid.uuid4()) is None  # healthy
+    time.sleep(1.5)
+    proxy.stop()
+    t = time.monotonic()
+    with pytest.raises(Unavailable) as info:
+        mem.get(_uuid.uuid4())
+    took = time.monotonic() - t
+    mem.close()
+    assert took < 10, f"took {took:.1f}s: {info.value!r}"

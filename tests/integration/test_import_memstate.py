@@ -105,9 +105,10 @@ def commit_count(dsn: str) -> int:
 
 
 def check_imported(mem: MemoryStore, ids: dict[str, str]) -> None:
-    fid = {k: fact_id_for(v) for k, v in ids.items()}
+    fid = {k: fact_id_for(v, "agent") for k, v in ids.items()}
     assert fid["pref"] == uuid.UUID(ids["pref"])  # MemState's UUIDs are kept
-    assert fid["custom"] == uuid.uuid5(MEMSTATE_ID_NAMESPACE, "custom-id")
+    # other ids map into the target namespace (fact ids are global)
+    assert fid["custom"] == uuid.uuid5(MEMSTATE_ID_NAMESPACE, "agent\x00custom-id")
     live = {f.id: f for f in mem.query(namespace="agent")}
     assert set(live) == {fid["pref"], fid["city"], fid["draft"], fid["custom"], fid["twisted"]}
     assert live[fid["pref"]].payload == {"content": "User prefers vegan", "role": "diet"}
@@ -309,7 +310,7 @@ def test_types_registered_beforehand_with_a_constraint_import_cleanly(
             Fact(type="preference", payload={"content": "User eats fish", "role": "diet"}),
             namespace="agent",
         )
-        assert fid == fact_id_for(ids["pref"]) and mem.get(fid).version == 3
+        assert fid == fact_id_for(ids["pref"], "agent") and mem.get(fid).version == 3
         with pytest.raises(ConflictError):  # a second fact may not take the key
             mem.commit(
                 Fact(
@@ -478,3 +479,53 @@ def test_cli_usage_errors(dsn: str, tmp_path: Path, capsys) -> None:
     source, _ = sqlite_source(tmp_path)
     assert cli(["import-memstate", source, "--dsn", dsn, "--namespace", ""]) == 2
     assert "namespace" in capsys.readouterr().err
+
+
+def _hand_made_source(path: Path, fid: str, content: str) -> str:
+    """A MemState SQLite file in 0.5.1's layout with one committed fact of id `fid`."""
+    import json
+    import sqlite3
+
+    fact = {
+        "id": fid,
+        "type": "note",
+        "payload": {"content": content},
+        "source": None,
+        "session_id": None,
+        "ts": "2025-01-01T00:00:00",
+    }
+    entry = {
+        "uuid": str(uuid.uuid4()),
+        "session_id": None,
+        "seq": 1,
+        "ts": "2025-01-01T00:00:00",
+        "op": "COMMIT",
+        "fact_id": fid,
+        "fact_before": None,
+        "fact_after": fact,
+        "actor": None,
+        "reason": None,
+    }
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE facts(id TEXT PRIMARY KEY, type TEXT, data TEXT, created_at TEXT)")
+    conn.execute(
+        "CREATE TABLE tx_log(tx_id INTEGER PRIMARY KEY, uuid TEXT, timestamp TEXT, data TEXT)"
+    )
+    conn.execute("INSERT INTO tx_log VALUES (1, ?, 't', ?)", (entry["uuid"], json.dumps(entry)))
+    conn.execute("INSERT INTO facts VALUES (?, 'note', ?, 't')", (fid, json.dumps(fact)))
+    conn.commit()
+    conn.close()
+    return str(path)
+
+
+def test_two_sources_with_alike_ids_import_into_two_namespaces(dsn: str, tmp_path: Path) -> None:
+    """Found by review: ids that are not UUIDs mapped to the same fact id in every
+    namespace, so bob's "profile" was refused once alice's was imported."""
+    alice = _hand_made_source(tmp_path / "alice.db", "profile", "alice lives in Paris")
+    bob = _hand_made_source(tmp_path / "bob.db", "profile", "bob lives in Rome")
+    with MemoryStore(dsn, max_size=2) as mem:
+        import_memstate(mem, alice, namespace="alice")
+        report = import_memstate(mem, bob, namespace="bob")
+        assert not report.failed, report.failed
+        assert [f.content for f in mem.query(namespace="alice")] == ["alice lives in Paris"]
+        assert [f.content for f in mem.query(namespace="bob")] == ["bob lives in Rome"]
