@@ -18,7 +18,15 @@ from .errors import (
     ValidationFailed,
 )
 from .mirrors import ChromaMirror, Mirror, QdrantMirror
-from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+from .models import (
+    Constraint,
+    Fact,
+    FactVersion,
+    Hit,
+    MirrorStatus,
+    ReconcileReport,
+    ReembedReport,
+)
 from .store import MemoryStore, Transaction
 from .sync import SyncWorker
 
@@ -43,6 +51,7 @@ __all__ = [
     "PermissionDenied",
     "QdrantMirror",
     "ReconcileReport",
+    "ReembedReport",
     "SyncWorker",
     "Transaction",
     "Unavailable",

@@ -26,7 +26,15 @@ from ._core.runner import acheckout, run_async
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
-from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+from .models import (
+    Constraint,
+    Fact,
+    FactVersion,
+    Hit,
+    MirrorStatus,
+    ReconcileReport,
+    ReembedReport,
+)
 
 if TYPE_CHECKING:
     from .tools import ToolSet
@@ -392,6 +400,29 @@ class AsyncMemoryStore(StoreCore):
     async def status(self) -> dict[str, MirrorStatus]:
         return await self._read(lambda: self._op_status())
 
+    # -- the embedding-model lifecycle -------------------------------------------------
+
+    async def reembed(
+        self,
+        embedder: Embedder,
+        *,
+        namespace: str | None = None,
+        batch_size: int = 256,
+        progress: ProgressFn | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ReembedReport:
+        return await self._run(
+            self._op_reembed(
+                embedder,
+                namespace=namespace,
+                batch_size=batch_size,
+                progress=progress,
+                actor=actor,
+                reason=reason,
+            )
+        )
+
     # -- mirrors (see MemoryStore) ----------------------------------------------------------
 
     async def add_mirror(
@@ -402,12 +433,18 @@ class AsyncMemoryStore(StoreCore):
         metadata_fields: Sequence[str] = (),
         namespaces: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        model: str | None = None,
         backfill: bool = True,
         progress: ProgressFn | None = None,
     ) -> None:
         name = await self._run(
             ops.register_mirror(
-                mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
+                mirror,
+                name,
+                metadata_fields=metadata_fields,
+                namespaces=namespaces,
+                types=types,
+                model=self.embedder.model if model is None else model,
             )
         )
         self._mirrors[name] = mirror

@@ -92,6 +92,17 @@ class ReconcileReport(BaseModel):
         return self.missing + self.stale + self.ghosts
 
 
+class ReembedReport(BaseModel):
+    """What a re-embed did: `staged` vectors computed with the new `model` in this run, and
+    `switched` facts moved to it in the one commit that made it the namespace's model."""
+
+    namespace: str
+    model: str
+    staged: int = 0
+    switched: int = 0
+    seconds: float = 0.0
+
+
 class MirrorStatus(BaseModel):
     """The sync state of one mirror (see `MemoryStore.status()`)."""
 

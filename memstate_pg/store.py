@@ -25,7 +25,15 @@ from ._core.runner import checkout, run
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
-from .models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReconcileReport
+from .models import (
+    Constraint,
+    Fact,
+    FactVersion,
+    Hit,
+    MirrorStatus,
+    ReconcileReport,
+    ReembedReport,
+)
 
 if TYPE_CHECKING:
     from .tools import ToolSet
@@ -415,6 +423,39 @@ class MemoryStore(StoreCore):
         """Per mirror: pending and dead outbox rows, lag, last sync and reconcile."""
         return self._read(lambda: self._op_status())
 
+    # -- the embedding-model lifecycle -------------------------------------------------
+
+    def reembed(
+        self,
+        embedder: Embedder,
+        *,
+        namespace: str | None = None,
+        batch_size: int = 256,
+        progress: ProgressFn | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ReembedReport:
+        """Re-embed every live fact of `namespace` with `embedder` (a new embedding model)
+        and switch the namespace to that model in one commit: batched (`batch_size` texts per
+        embedding call, `progress(done, total)` after each batch), resumable (a killed run
+        keeps the vectors it staged), never mixing models (after the switch, writes and
+        searches of the namespace with another model are refused). Each fact gets a new
+        version carrying the new model; history keeps the model of every version. Then this
+        store embeds with `embedder`. A mirror holds one model: register a new one (model =
+        the new embedder's) to carry the switched namespace. A rollback to before the switch
+        is refused (it would bring the old model's vectors back): re-embed with the old
+        embedder to go back."""
+        return self._run(
+            self._op_reembed(
+                embedder,
+                namespace=namespace,
+                batch_size=batch_size,
+                progress=progress,
+                actor=actor,
+                reason=reason,
+            )
+        )
+
     # -- mirrors -------------------------------------------------------------------------
 
     def add_mirror(
@@ -425,6 +466,7 @@ class MemoryStore(StoreCore):
         metadata_fields: Sequence[str] = (),
         namespaces: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        model: str | None = None,
         backfill: bool = True,
         progress: ProgressFn | None = None,
     ) -> None:
@@ -432,13 +474,21 @@ class MemoryStore(StoreCore):
 
         From now on every change of a fact in `namespaces` / `types` (None: all) is
         enqueued for it; `metadata_fields` are the payload fields its points carry (dotted
-        paths reach into nested objects). Re-registering a name updates its settings. With
+        paths reach into nested objects). The mirror holds one vector space: it takes the
+        versions of `model` only (default: this store's embedder model), so a model switch
+        (reembed) is a new mirror; `model="*"` takes every model (one vector store that
+        accepts any dimension). Re-registering a name updates its settings. With
         `backfill`, the live facts already in scope are enqueued too (batched, resumable;
         `progress(scanned, total)`).
         """
         name = self._run(
             ops.register_mirror(
-                mirror, name, metadata_fields=metadata_fields, namespaces=namespaces, types=types
+                mirror,
+                name,
+                metadata_fields=metadata_fields,
+                namespaces=namespaces,
+                types=types,
+                model=self.embedder.model if model is None else model,
             )
         )
         self._mirrors[name] = mirror

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -25,7 +26,7 @@ from .. import queries
 from ..embedders import Embedder, HashingEmbedder, check_vectors
 from ..errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
 from ..mirrors.base import Mirror
-from ..models import Constraint, Fact, FactVersion, Hit, MirrorStatus
+from ..models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReembedReport
 from ..sync.outbox import NIL_UUID, MirrorConfig, q
 from ..types import FactType, check_json, check_name, check_text, filter_document, make_type
 from ..vectors import Vec
@@ -38,7 +39,7 @@ from .checks import (
     check_mirror_name,
     to_uuid,
 )
-from .protocol import Begin, Embed, Exec, ExecMany, Op
+from .protocol import Attempt, Begin, Embed, Exec, ExecMany, Op
 
 Q = queries.get
 logger = logging.getLogger("memstate_pg")
@@ -688,6 +689,112 @@ class StoreCore:
         rows = yield Exec(Q("mirror_status"), None, "all")
         return {r["name"]: MirrorStatus(**r) for r in rows}
 
+    # -- the embedding-model lifecycle ---------------------------------------------------
+
+    def _op_reembed(
+        self,
+        embedder: Embedder,
+        *,
+        namespace: str | None = None,
+        batch_size: int = 256,
+        progress: ProgressFn | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Op[ReembedReport]:
+        """Move every live fact of a namespace to `embedder`'s model.
+
+        Stage: the facts without a vector of the new model for their current version are
+        embedded batch by batch, each batch written beside the current vectors in its own
+        short transaction (memstate.reembed_vectors), so a killed run resumes where it
+        stopped. Switch: memstate.reembed_apply, one commit, moves every fact (a new version
+        each) and makes the model the namespace's active one; a fact written or changed since
+        it was staged makes it switch nothing, and is staged in the next round. Afterwards
+        this store embeds with `embedder`."""
+        if not isinstance(embedder, Embedder):
+            raise ValidationFailed(f"reembed() takes an Embedder, not {type(embedder).__name__}")
+        check_int("batch_size", batch_size, 1, 100_000)
+        check_meta(actor=actor, reason=reason)
+        ns = self._ns(namespace)
+        model, dim = embedder.model, embedder.dim
+        check_name("embedding_model", model, limit=100)
+        started = time.monotonic()
+        yield from self._op_model(model, dim)
+        staged = 0
+        for _round in range(REEMBED_ROUNDS):
+            todo = yield Exec(Q("reembed_todo"), {"namespace": ns, "model": model})
+            total = staged + todo["pending"]
+            if progress is not None:
+                progress(staged, total)
+            after: UUID | str = NIL_UUID
+            while todo["pending"]:
+                rows = yield Exec(
+                    Q("reembed_pending"),
+                    {"namespace": ns, "model": model, "after": after, "limit": batch_size},
+                    "all",
+                )
+                if not rows:
+                    break
+                vectors = yield Embed([r["content"] for r in rows], embedder=embedder)
+                check_vectors(vectors, dim)
+                check_directed(vectors)
+                params = [
+                    {
+                        "model": model,
+                        "fact_id": str(r["fact_id"]),
+                        "namespace": ns,
+                        "version": r["version"],
+                        "embedding": Vec(list(map(float, v))),
+                    }
+                    for r, v in zip(rows, vectors, strict=True)
+                ]
+                stored = yield Attempt(_stage_batch(params))  # its own short transaction
+                if stored.error is not None:
+                    raise stored.error
+                staged += len(rows)
+                after = str(rows[-1]["fact_id"])
+                if progress is not None:
+                    progress(staged, max(total, staged))
+                if len(rows) < batch_size:
+                    break
+            outcome = yield Attempt(_apply_reembed(ns, model, actor, reason))
+            if outcome.error is not None:
+                raise outcome.error
+            switched, missing = outcome.value
+            if not missing:
+                self.embedder = embedder
+                return ReembedReport(
+                    namespace=ns,
+                    model=model,
+                    staged=staged,
+                    switched=switched,
+                    seconds=time.monotonic() - started,
+                )
+        raise ConflictError(
+            f"namespace {ns!r} kept changing during {REEMBED_ROUNDS} re-embed rounds: its "
+            f"vectors of {model!r} are staged; run reembed again when writes are quieter"
+        )
+
+
+REEMBED_ROUNDS = 10  # stage-and-switch rounds before a re-embed gives up on a busy namespace
+
+
+def _stage_batch(params: list[dict[str, Any]]) -> Op[None]:
+    """One batch of a re-embed's vectors, written in one transaction."""
+    yield Begin()
+    yield ExecMany(Q("reembed_stage"), params)
+
+
+def _apply_reembed(
+    namespace: str, model: str, actor: str | None, reason: str | None
+) -> Op[tuple[int, int]]:
+    """The switch of a re-embed, in one transaction: (facts switched, facts still unstaged)."""
+    yield Begin()
+    row = yield Exec(
+        Q("reembed_apply"),
+        {"namespace": namespace, "model": model, "actor": actor, "reason": reason},
+    )
+    return int(row["switched"]), int(row["missing"])
+
 
 class TransactionBase(Generic[StoreT, ConnT]):
     """What a sync and an async transaction share: one open commit (seq) and, when its
@@ -734,6 +841,7 @@ class TransactionBase(Generic[StoreT, ConnT]):
 # worker.
 
 DEFAULT_PAGE = 5000
+ANY_MODEL = "*"  # add_mirror(model=ANY_MODEL): the mirror takes the versions of every model
 
 
 def _names(label: str, values: Sequence[str] | str | None, *, allow_none: bool) -> list[str] | None:
@@ -759,13 +867,19 @@ def register_mirror(
     metadata_fields: Sequence[str] = (),
     namespaces: Sequence[str] | None = None,
     types: Sequence[str] | None = None,
+    model: str | None = None,
 ) -> Op[str]:
     """Insert or update the registry row of a mirror (enabled). Returns its name (default:
-    the mirror's kind)."""
+    the mirror's kind). `model`: the embedding model whose versions it takes (None or
+    ANY_MODEL: every model)."""
     if not isinstance(mirror, Mirror):
         raise ValidationFailed(f"add_mirror() takes a Mirror, not {type(mirror).__name__}")
     name = mirror.kind if name is None else name
     check_mirror_name(name)
+    if model == ANY_MODEL:
+        model = None
+    if model is not None:
+        check_name("model", model, limit=100)
     store = mirror.store_key()
     if store is not None:  # two mirrors in one collection would delete each other's points
         other = yield Exec(q("mirror_on_store"), {"store": store, "name": name})
@@ -784,6 +898,7 @@ def register_mirror(
             "types": _names("types", types, allow_none=True),
             "metadata_fields": _names("metadata_fields", metadata_fields, allow_none=False),
             "options": json.dumps(mirror.describe(), default=str),
+            "model": model,
         },
     )
     assert row is not None

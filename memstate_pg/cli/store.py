@@ -4,6 +4,7 @@ memstate-pg migrate [--rls]              # create or upgrade schema memstate
 memstate-pg history [FACT_ID] [-n NS] [--limit N] [--json]   # newest first
 memstate-pg commits [-n NS] [--limit N] [--json]              # newest first
 memstate-pg rollback [STEPS] [-n NS] | --revert SEQ [--json]
+memstate-pg reembed -n NS --embedder SPEC [--batch-size N] [--json]  # switch the model
 """
 
 from __future__ import annotations
@@ -147,6 +148,41 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from ..embedders.spec import SPEC_HELP, embedder_from_spec
+    from .sync import _progress_bar
+
+    if args.batch_size < 1:
+        raise CliError(USAGE, "--batch-size must be at least 1", common_help("reembed"))
+    try:
+        embedder = embedder_from_spec(args.embedder)
+    except ValueError as exc:
+        raise CliError(USAGE, str(exc), f"name the new model as {SPEC_HELP}") from None
+    if embedder is None:
+        raise CliError(USAGE, "--embedder is empty", f"name the new model as {SPEC_HELP}")
+    with (
+        common.open_store(args) as store,
+        _progress_bar(f"re-embedding {args.namespace!r}", not args.json) as progress,
+    ):
+        report = store.reembed(
+            embedder,
+            namespace=args.namespace,
+            batch_size=args.batch_size,
+            progress=progress,
+            actor="cli",
+            reason=args.reason,
+        )
+    if args.json:
+        common.print_json(report.model_dump())
+    else:
+        common.say(
+            f"namespace {report.namespace!r} now uses model [bold]{report.model}[/bold]: "
+            f"{report.switched} fact(s) switched in one commit, {report.staged} embedded by "
+            f"this run, in {report.seconds:.1f}s (register a mirror of the new model to carry it)"
+        )
+    return 0
+
+
 def common_help(command: str) -> str:
     return f"see memstate-pg {command} --help"
 
@@ -195,3 +231,19 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default=None, help="recorded with the undo commit")
     common.add_json_option(p)
     p.set_defaults(func=cmd_rollback)
+
+    p = add(
+        "reembed",
+        "re-embed a namespace with a new embedding model and switch it (resumable)",
+    )
+    p.add_argument("--namespace", "-n", default="default", help="the namespace")
+    p.add_argument(
+        "--embedder",
+        required=True,
+        metavar="SPEC",
+        help="the new model: hashing:DIM, sentence-transformers:MODEL or openai:MODEL",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="texts per embedding call")
+    p.add_argument("--reason", default=None, help="recorded with the switch commit")
+    common.add_json_option(p)
+    p.set_defaults(func=cmd_reembed)

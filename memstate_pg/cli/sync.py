@@ -307,6 +307,7 @@ def cmd_mirror_add(args: argparse.Namespace) -> int:
                     metadata_fields=args.metadata_field or (),
                     namespaces=args.namespace or None,
                     types=args.type or None,
+                    model=args.model,
                     backfill=not args.no_backfill,
                     progress=progress,
                 )
@@ -428,6 +429,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         "--namespace", action="append", default=[], help="only these namespaces (repeatable)"
     )
     a.add_argument("--type", action="append", default=[], help="only these fact types (repeatable)")
+    a.add_argument(
+        "--model",
+        default="*",
+        help="only facts of this embedding model (default *: every model; after `memstate-pg "
+        "reembed`, register a mirror of the new model)",
+    )
     a.add_argument("--no-backfill", action="store_true", help="only changes from now on")
     common.add_json_option(a)
     a.set_defaults(func=cmd_mirror_add)

@@ -94,24 +94,9 @@ def _migrated(store: Any) -> bool:
 
 def make_embedder(spec: str | None) -> Any:
     """An embedder from `--embedder` (None: the store's default)."""
-    if not spec:
-        return None
-    kind, _, arg = spec.partition(":")
-    from .. import embedders
+    from ..embedders.spec import embedder_from_spec
 
-    if kind == "hashing":
-        try:
-            return embedders.HashingEmbedder(dim=int(arg) if arg else 384)
-        except ValueError:
-            raise ValueError(f"--embedder {spec!r}: the dimension must be a number") from None
-    if kind == "sentence-transformers" and arg:
-        return embedders.SentenceTransformerEmbedder(arg)
-    if kind == "openai" and arg:
-        base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
-        return embedders.OpenAIEmbedder(arg, base_url=base)
-    raise ValueError(
-        f"--embedder {spec!r}: use hashing[:DIM], sentence-transformers:MODEL or openai:MODEL"
-    )
+    return embedder_from_spec(spec)
 
 
 def open_store(args: argparse.Namespace) -> Any:

@@ -175,6 +175,17 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The active embedding model of a namespace (memstate.namespace_models, set by a re-embed),
+-- or NULL: no rule. SECURITY DEFINER and read-only, so that writers and readers need no
+-- privilege on the table (whose rows name every switched namespace): it tells only the
+-- model of the namespace asked about.
+CREATE OR REPLACE FUNCTION memstate._active_model(p_namespace text)
+RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT nm.model FROM memstate.namespace_models nm WHERE nm.namespace = p_namespace
+$$;
+
 -- ---------------------------------------------------------------------------------------
 -- Registration: embedding models and fact types
 -- ---------------------------------------------------------------------------------------
@@ -266,6 +277,7 @@ DECLARE
     v_dim  int;
     v_norm float8;
     v_ns   text;
+    v_active text;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.deleted_by := NULL;
@@ -305,13 +317,27 @@ BEGIN
                                             'cosine needs a direction and a length float4 can square');
         END IF;
     END IF;
+    -- One vector space per namespace once a re-embed switched it. Checked here, after the
+    -- writer's lock on the table is granted, so a write racing memstate.reembed_apply (which
+    -- holds a SHARE ROW EXCLUSIVE lock) sees the switch once it may proceed.
+    v_active := memstate._active_model(NEW.namespace);
+    IF v_active IS NOT NULL AND v_active IS DISTINCT FROM NEW.embedding_model THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format(
+            'namespace %L uses embedding model %L (switched by a re-embed), not %L',
+            NEW.namespace, v_active, NEW.embedding_model),
+            pg_catalog.format('write with an embedder of model %L, or re-embed the namespace '
+                              'to %L first (MemoryStore.reembed, memstate-pg reembed)',
+                              v_active, NEW.embedding_model));
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         IF NEW.namespace <> OLD.namespace OR NEW.type <> OLD.type THEN
             PERFORM memstate._fail('MSC01', 'a fact cannot change namespace or type');
         END IF;
+        -- (a new model's vector of the same content, a re-embed, is no change of the fact)
         IF v_type.immutable AND (NEW.payload IS DISTINCT FROM OLD.payload
                                  OR NEW.content IS DISTINCT FROM OLD.content
-                                 OR NEW.embedding::float4[] IS DISTINCT FROM OLD.embedding::float4[]) THEN
+                                 OR (NEW.embedding_model = OLD.embedding_model
+                                     AND NEW.embedding::float4[] IS DISTINCT FROM OLD.embedding::float4[])) THEN
             PERFORM memstate._fail('MSC01', format('facts of type %L are immutable', NEW.type),
                                    format('fact %s', NEW.fact_id));
         END IF;
@@ -445,8 +471,9 @@ CREATE OR REPLACE TRIGGER commits_append_only BEFORE INSERT OR UPDATE OR DELETE 
     FOR EACH ROW EXECUTE FUNCTION memstate._append_only();
 
 -- The outbox: every new version becomes one row per enabled mirror that takes its
--- namespace and type, in the same transaction; one NOTIFY per statement wakes the workers
--- (Postgres folds identical notifications of one transaction into one).
+-- namespace, type and embedding model (a mirror holds one vector space: its `model`, NULL
+-- for any), in the same transaction; one NOTIFY per statement wakes the workers (Postgres
+-- folds identical notifications of one transaction into one).
 --
 -- SECURITY DEFINER: the writer need not (and, under RLS, may not) read the mirror registry,
 -- whose rows name other tenants' namespaces; it only gets its own versions queued. The rows
@@ -462,7 +489,8 @@ BEGIN
     JOIN memstate.mirrors m
       ON m.enabled
      AND (m.namespaces IS NULL OR n.namespace = ANY (m.namespaces))
-     AND (m.types IS NULL OR n.type = ANY (m.types));
+     AND (m.types IS NULL OR n.type = ANY (m.types))
+     AND (m.model IS NULL OR m.model = n.embedding_model);
     IF FOUND THEN
         PERFORM pg_notify('memstate_outbox', '');
     END IF;
@@ -984,6 +1012,76 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------
+-- Re-embedding: switching a namespace to another embedding model
+-- ---------------------------------------------------------------------------------------
+
+-- The switch of a re-embed, in ONE commit: every live fact of `p_namespace` not yet in
+-- `p_model` whose staged vector (memstate.reembed_vectors) was computed for its current
+-- version gets a new version carrying that vector and the model (same payload and content;
+-- history keeps the model of each version; the outbox trigger enqueues them), the namespace's
+-- active model becomes `p_model`, and the used staging rows go. When some live fact lacks a
+-- current staged vector (written or changed since it was staged), nothing is switched:
+-- `missing` says how many, the caller stages those and calls again. Either every live fact
+-- moves or none. The SHARE ROW EXCLUSIVE lock on memstate.facts holds writers off for the
+-- length of this call (SECURITY INVOKER: for the administrator who runs re-embeds).
+CREATE OR REPLACE FUNCTION memstate.reembed_apply(
+    p_namespace text, p_model text, p_actor text DEFAULT NULL, p_reason text DEFAULT NULL,
+    OUT switched int, OUT missing int)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seq  bigint;
+    v_todo int;
+BEGIN
+    IF p_namespace IS NULL OR length(p_namespace) NOT BETWEEN 1 AND 200 THEN
+        PERFORM memstate._fail('MSV01', 'namespace must be 1 to 200 characters');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM memstate.embedding_models m WHERE m.model = p_model) THEN
+        PERFORM memstate._fail('MSV01', format('unknown embedding model %L: register it first', p_model));
+    END IF;
+    IF coalesce(nullif(current_setting('memstate.open_commits', true), ''), '{}')::jsonb ? p_namespace THEN
+        PERFORM memstate._fail('MSC01', format('a commit is open for namespace %L in this transaction', p_namespace));
+    END IF;
+    LOCK TABLE memstate.facts IN SHARE ROW EXCLUSIVE MODE;
+    SELECT count(*) FILTER (WHERE r.fact_id IS NULL), count(*)
+    INTO missing, v_todo
+    FROM memstate.facts f
+    LEFT JOIN memstate.reembed_vectors r
+      ON r.model = p_model AND r.fact_id = f.fact_id AND r.version = f.version
+    WHERE f.namespace = p_namespace AND f.embedding_model IS DISTINCT FROM p_model;
+    switched := 0;
+    IF missing > 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO memstate.namespace_models AS nm (namespace, model) VALUES (p_namespace, p_model)
+    ON CONFLICT (namespace) DO UPDATE SET model = excluded.model, switched_at = now()
+    WHERE nm.model IS DISTINCT FROM excluded.model;
+    IF v_todo > 0 THEN
+        SELECT c.seq INTO v_seq
+        FROM memstate._new_commit(p_namespace, NULL, p_actor,
+                                  coalesce(p_reason, format('re-embed with model %s', p_model)),
+                                  'commit', NULL) c;
+        WITH moved AS (
+            UPDATE memstate.facts f SET
+                embedding = r.embedding, embedding_model = p_model, version = f.version + 1,
+                commit_seq = v_seq, updated_at = now()
+            FROM memstate.reembed_vectors r
+            WHERE f.namespace = p_namespace AND f.embedding_model IS DISTINCT FROM p_model
+              AND r.model = p_model AND r.fact_id = f.fact_id AND r.version = f.version
+            RETURNING f.*)
+        INSERT INTO memstate.fact_versions
+            (fact_id, version, seq, namespace, type, session_id, op, payload, content, embedding,
+             embedding_model)
+        SELECT m.fact_id, m.version, v_seq, m.namespace, m.type, m.session_id, 'update', m.payload,
+               m.content, m.embedding, m.embedding_model
+        FROM moved m;
+        GET DIAGNOSTICS switched = ROW_COUNT;
+    END IF;
+    DELETE FROM memstate.reembed_vectors r WHERE r.model = p_model AND r.namespace = p_namespace;
+END $$;
+
+-- ---------------------------------------------------------------------------------------
 -- Reads
 -- ---------------------------------------------------------------------------------------
 
@@ -1062,7 +1160,8 @@ AS $$
 $$;
 
 -- Nearest facts by cosine similarity (1 = same direction; higher is better), compared only
--- with vectors of the query's model (given, or the one registered model of that dimension).
+-- with vectors of the query's model (given, else the namespace's active model, else the one
+-- registered model of that dimension); a namespace switched by a re-embed refuses any other.
 -- Filters go into the same SQL: namespace, payload containment (@>), type, session.
 -- Two plans: with a payload filter or session, the GIN/btree indexes first collect at most
 -- memstate.config 'search_exact_max' candidates (default 2000) and those are sorted by
@@ -1097,6 +1196,7 @@ DECLARE
     v_max   int := coalesce(memstate._config_int('search_exact_max'), 2000);
     v_qdim  int;
     v_qnorm float8;
+    v_active text := memstate._active_model(p_namespace);
 BEGIN
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 1000 THEN
         PERFORM memstate._fail('MSV01', format('k must be between 1 and 1000, not %s', p_k));
@@ -1110,6 +1210,15 @@ BEGIN
                                         'cosine needs a direction and a length float4 can square');
     END IF;
     v_qdim := memstate._vector_dims(p_query);
+    IF v_model IS NULL THEN
+        v_model := v_active;  -- a switched namespace searches its active model
+    END IF;
+    IF v_active IS NOT NULL AND v_model IS DISTINCT FROM v_active THEN
+        PERFORM memstate._fail('MSV01', format(
+            'namespace %L uses embedding model %L (switched by a re-embed), not %L',
+            p_namespace, v_active, v_model),
+            format('search with an embedder of model %L (a search never mixes models)', v_active));
+    END IF;
     IF v_model IS NULL THEN
         SELECT count(*), min(m.model) INTO v_n, v_model FROM memstate.embedding_models m
         WHERE m.dim = v_qdim;

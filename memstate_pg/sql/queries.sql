@@ -117,3 +117,34 @@ LIMIT %(limit)s
 
 -- name: model_registered
 SELECT EXISTS (SELECT 1 FROM memstate.embedding_models WHERE model = %(model)s) AS registered
+
+-- name: reembed_todo
+-- A re-embed's work left: the live facts of the namespace not yet in the new model, and those
+-- of them without a vector staged for their current version.
+SELECT count(*) AS total, count(*) FILTER (WHERE r.fact_id IS NULL) AS pending
+FROM memstate.facts f
+LEFT JOIN memstate.reembed_vectors r
+  ON r.model = %(model)s AND r.fact_id = f.fact_id AND r.version = f.version
+WHERE f.namespace = %(namespace)s AND f.embedding_model IS DISTINCT FROM %(model)s
+
+-- name: reembed_pending
+-- One keyset page of the facts a re-embed still has to embed (no vector staged for their
+-- current version), with the text to embed.
+SELECT f.fact_id, f.version, f.content
+FROM memstate.facts f
+WHERE f.namespace = %(namespace)s AND f.embedding_model IS DISTINCT FROM %(model)s
+  AND f.fact_id > %(after)s::uuid
+  AND NOT EXISTS (SELECT 1 FROM memstate.reembed_vectors r
+                  WHERE r.model = %(model)s AND r.fact_id = f.fact_id AND r.version = f.version)
+ORDER BY f.fact_id
+LIMIT %(limit)s
+
+-- name: reembed_stage
+INSERT INTO memstate.reembed_vectors AS r (model, fact_id, namespace, version, embedding)
+VALUES (%(model)s, %(fact_id)s::uuid, %(namespace)s, %(version)s, %(embedding)s::vector)
+ON CONFLICT (model, fact_id) DO UPDATE SET
+    namespace = excluded.namespace, version = excluded.version, embedding = excluded.embedding
+RETURNING r.fact_id
+
+-- name: reembed_apply
+SELECT switched, missing FROM memstate.reembed_apply(%(namespace)s, %(model)s, %(actor)s, %(reason)s)

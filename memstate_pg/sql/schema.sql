@@ -30,6 +30,28 @@ CREATE TABLE IF NOT EXISTS memstate.embedding_models (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- A namespace's active embedding model, once a re-embed switched it (memstate.reembed_apply):
+-- every live fact of the namespace has this model, writes and searches with another model are
+-- refused. No row: no rule (any registered model, as before 0004).
+CREATE TABLE IF NOT EXISTS memstate.namespace_models (
+    namespace   text PRIMARY KEY,
+    model       text NOT NULL REFERENCES memstate.embedding_models (model),
+    switched_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A re-embed's staging: the new model's vector of a fact (at the version it was computed
+-- for), written beside the current one batch by batch, so a killed run resumes; consumed by
+-- memstate.reembed_apply. Written by the administrator (no tenant role holds a privilege).
+CREATE TABLE IF NOT EXISTS memstate.reembed_vectors (
+    model     text   NOT NULL REFERENCES memstate.embedding_models (model),
+    fact_id   uuid   NOT NULL,
+    namespace text   NOT NULL,
+    version   int    NOT NULL,
+    embedding vector NOT NULL,
+    PRIMARY KEY (model, fact_id)
+);
+CREATE INDEX IF NOT EXISTS reembed_vectors_ns ON memstate.reembed_vectors (namespace, model);
+
 -- Registered fact types: the shape of their payload (a JSON schema, checked in SQL by
 -- memstate.validate_payload), and the constraints the database enforces.
 CREATE TABLE IF NOT EXISTS memstate.types (
@@ -132,7 +154,10 @@ CREATE TABLE IF NOT EXISTS memstate.mirrors (
     -- other's points for ghosts, so a store is registered once.
     store              text,
     -- status() raises an alert for the mirror when more rows than this are pending
-    max_pending        bigint NOT NULL DEFAULT 100000 CHECK (max_pending > 0)
+    max_pending        bigint NOT NULL DEFAULT 100000 CHECK (max_pending > 0),
+    -- the embedding model whose versions this mirror takes (one vector space per store);
+    -- NULL: every model (mirrors registered before 0004)
+    model              text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS mirrors_one_per_store ON memstate.mirrors (store);
 

@@ -25,13 +25,14 @@
 -- name: upsert_mirror
 -- (The unique index mirrors_one_per_store refuses a second name for one store; register
 -- asks `mirror_on_store` first, for a clear error.)
-INSERT INTO memstate.mirrors AS m (name, kind, enabled, namespaces, types, metadata_fields, options, store)
+-- `model`: the embedding model whose versions the mirror takes (NULL: every model).
+INSERT INTO memstate.mirrors AS m (name, kind, enabled, namespaces, types, metadata_fields, options, store, model)
 VALUES (%(name)s::text, %(kind)s::text, true, %(namespaces)s::text[], %(types)s::text[],
-        %(metadata_fields)s::text[], %(options)s::jsonb, %(store)s::text)
+        %(metadata_fields)s::text[], %(options)s::jsonb, %(store)s::text, %(model)s::text)
 ON CONFLICT (name) DO UPDATE SET
     kind = excluded.kind, enabled = true, namespaces = excluded.namespaces,
     types = excluded.types, metadata_fields = excluded.metadata_fields, options = excluded.options,
-    store = excluded.store
+    store = excluded.store, model = excluded.model
 RETURNING (xmax = 0) AS created
 
 -- name: mirror_on_store
@@ -43,12 +44,12 @@ WHERE m.store = %(store)s::text AND m.name <> %(name)s::text
 DELETE FROM memstate.mirrors WHERE name = %(name)s::text RETURNING name
 
 -- name: mirror_config
-SELECT name, kind, enabled, namespaces, types, metadata_fields, options,
+SELECT name, kind, enabled, namespaces, types, metadata_fields, options, model,
        last_reconciled_at, extract(epoch FROM pg_catalog.clock_timestamp() - last_reconciled_at)::float8 AS reconciled_ago
 FROM memstate.mirrors WHERE name = %(name)s::text
 
 -- name: mirror_configs
-SELECT name, kind, enabled, namespaces, types, metadata_fields, options,
+SELECT name, kind, enabled, namespaces, types, metadata_fields, options, model,
        last_reconciled_at, extract(epoch FROM pg_catalog.clock_timestamp() - last_reconciled_at)::float8 AS reconciled_ago
 FROM memstate.mirrors ORDER BY name
 
@@ -56,6 +57,7 @@ FROM memstate.mirrors ORDER BY name
 SELECT pg_catalog.count(*) AS n FROM memstate.facts f
 WHERE (%(namespaces)s::text[] IS NULL OR f.namespace = ANY (%(namespaces)s::text[]))
   AND (%(types)s::text[] IS NULL OR f.type = ANY (%(types)s::text[]))
+  AND (%(model)s::text IS NULL OR f.embedding_model = %(model)s::text)
 
 -- name: backfill_page
 -- One keyset page of the live facts in the mirror's scope, enqueued unless the fact already
@@ -67,6 +69,8 @@ WITH page AS MATERIALIZED (
     WHERE f.fact_id >= %(start)s::uuid AND f.fact_id IS DISTINCT FROM %(exclude)s::uuid
       AND (%(namespaces)s::text[] IS NULL OR f.namespace = ANY (%(namespaces)s::text[]))
       AND (%(types)s::text[] IS NULL OR f.type = ANY (%(types)s::text[]))
+      AND (%(model)s::text IS NULL OR f.embedding_model = %(model)s::text)
+  AND (%(model)s::text IS NULL OR f.embedding_model = %(model)s::text)
     ORDER BY f.fact_id
     LIMIT %(limit)s::int
 ), queued AS (
@@ -214,12 +218,13 @@ FROM memstate.facts f
 WHERE f.fact_id >= %(start)s::uuid AND f.fact_id IS DISTINCT FROM %(exclude)s::uuid
   AND (%(namespaces)s::text[] IS NULL OR f.namespace = ANY (%(namespaces)s::text[]))
   AND (%(types)s::text[] IS NULL OR f.type = ANY (%(types)s::text[]))
+  AND (%(model)s::text IS NULL OR f.embedding_model = %(model)s::text)
 ORDER BY f.fact_id
 LIMIT %(limit)s::int
 
 -- name: live_versions
 -- Reconciliation: the live facts among some ids, with what decides the mirror's scope.
-SELECT f.fact_id, f.version, f.namespace, f.type
+SELECT f.fact_id, f.version, f.namespace, f.type, f.embedding_model
 FROM memstate.facts f
 WHERE f.fact_id = ANY (%(ids)s::uuid[])
 

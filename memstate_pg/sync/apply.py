@@ -178,7 +178,9 @@ def changes_for(
     changes = []
     for fid in fact_ids:
         state = states.get(fid)
-        if state is not None and config.in_scope(state.namespace, state.type):
+        if state is not None and config.in_scope(
+            state.namespace, state.type, state.embedding_model
+        ):
             changes.append(Change(str(fid), build_record(config, state)))
         else:
             changes.append(Change(str(fid), None))

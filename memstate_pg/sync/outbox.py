@@ -64,6 +64,7 @@ class MirrorConfig:
     metadata_fields: tuple[str, ...]
     options: dict[str, Any]
     reconciled_ago: float | None = None  # seconds since the last reconciliation
+    model: str | None = None  # the embedding model it takes (None: every model)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> MirrorConfig:
@@ -76,19 +77,23 @@ class MirrorConfig:
             metadata_fields=tuple(row["metadata_fields"] or ()),
             options=row["options"] or {},
             reconciled_ago=row.get("reconciled_ago"),
+            model=row.get("model"),
         )
 
-    def in_scope(self, namespace: str, type: str) -> bool:
-        """Whether a fact of this namespace and type belongs in the mirror (the same rule as
-        the outbox trigger memstate._enqueue_versions)."""
-        return (self.namespaces is None or namespace in self.namespaces) and (
-            self.types is None or type in self.types
+    def in_scope(self, namespace: str, type: str, model: str | None = None) -> bool:
+        """Whether a fact of this namespace, type and embedding model belongs in the mirror
+        (the same rule as the outbox trigger memstate._enqueue_versions)."""
+        return (
+            (self.namespaces is None or namespace in self.namespaces)
+            and (self.types is None or type in self.types)
+            and (self.model is None or model is None or model == self.model)
         )
 
     def scope_params(self) -> dict[str, Any]:
         return {
             "namespaces": list(self.namespaces) if self.namespaces is not None else None,
             "types": list(self.types) if self.types is not None else None,
+            "model": self.model,
         }
 
 

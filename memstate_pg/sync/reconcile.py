@@ -259,7 +259,9 @@ class _Reconciliation:
         drift = []
         for fid in differing:
             now = fresh.get(fid)
-            if now is None or not self.config.in_scope(now["namespace"], now["type"]):
+            if now is None or not self.config.in_scope(
+                now["namespace"], now["type"], now["embedding_model"]
+            ):
                 continue  # deleted meanwhile: pass 2 (or the worker) deals with its point
             seen = held.get(str(fid))
             if seen is None:
@@ -345,7 +347,9 @@ def _ghosts(
         if u is None:
             continue
         row = live.get(u)
-        if row is None or not config.in_scope(row["namespace"], row["type"]):
+        if row is None or not config.in_scope(
+            row["namespace"], row["type"], row["embedding_model"]
+        ):
             ghosts.append(fid)
     return ghosts, foreign
 

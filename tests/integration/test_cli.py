@@ -129,7 +129,11 @@ def test_json_output_of_the_commands_a_script_reads(mem: MemoryStore, dsn: str, 
     out = cli("status", "--json", "--dsn", dsn)
     assert json.loads(out.stdout)["q"]["pending"] == 1
     out = cli("sync", "--drain", "--timeout", "60", "--json", "--dsn", dsn)
-    assert out.returncode == 0 and json.loads(out.stdout) == {"drained": True, "pending": 0}
+    assert out.returncode == 0 and json.loads(out.stdout) == {
+        "drained": True,
+        "pending": 0,
+        "dead": 0,
+    }
     out = cli("reconcile", "q", "--json", "--dsn", dsn)
     assert out.returncode == 0 and json.loads(out.stdout)["left"] == 0
     out = cli("requeue", "q", "--json", "--dsn", dsn)

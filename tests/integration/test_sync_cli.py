@@ -188,7 +188,7 @@ def test_mirror_specs_and_rebuilding_from_options(store: SyncStore, tmp_path) ->
     name, q = parse_mirror_spec("q=qdrant::memory:", collection="coll")
     assert isinstance(q, QdrantMirror) and q.collection_name == "coll"
     q.close()
-    _, p = parse_mirror_spec(f"p=chroma:path:{tmp_path / 'c'}")
+    _, p = parse_mirror_spec(f"pth=chroma:path:{tmp_path / 'c'}")
     rebuilt = mirror_from_options("chroma", p.describe())
     assert isinstance(rebuilt, ChromaMirror) and rebuilt.describe()["path"] == str(tmp_path / "c")
     _, qp = parse_mirror_spec(f"qp=qdrant:path:{tmp_path / 'q'}?collection=zz")

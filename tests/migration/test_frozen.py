@@ -25,6 +25,7 @@ RELEASED = {
     "0001_core.sql": "9257b1ccf49a",
     "0002_langgraph.sql": "0f320e840b26",
     "0003_one_house.sql": "2a6c70b812bb",
+    "0004_reembed.sql": "fc36a4fecf81",
 }
 
 
