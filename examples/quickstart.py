@@ -12,6 +12,8 @@ class Profile(BaseModel):
 
 dsn = os.environ.get("MEMSTATE_DSN")  # e.g. postgresql://app:secret@localhost:5432/app
 mem = MemoryStore(dsn) if dsn else MemoryStore.embedded()  # embedded: the [embedded] extra
+# search by meaning with a real model (the default HashingEmbedder matches words, and says so):
+# mem = MemoryStore(dsn, embedder=SentenceTransformerEmbedder("all-MiniLM-L6-v2"))
 mem.migrate()  # idempotent: creates or upgrades schema memstate
 mem.register_schema(
     "profile", Profile, constraint=Constraint(singleton_key="field"), text_field="value"
