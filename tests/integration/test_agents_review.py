@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime
 
 import anyio
-import psycopg
 from pydantic import BaseModel
 
 from memstate_pg import Fact, MemoryStore
@@ -18,14 +17,6 @@ class Reminder(BaseModel):
     text: str
     at: datetime
     ref: uuid.UUID
-
-
-def counts(dsn):
-    with psycopg.connect(dsn) as c:
-        return c.execute(
-            "SELECT (SELECT count(*) FROM memstate.fact_versions),"
-            " (SELECT count(*) FROM memstate.commits)"
-        ).fetchone()
 
 
 # ---- tools.py -------------------------------------------------------------------------

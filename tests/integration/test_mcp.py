@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psycopg
 import pytest
 from pydantic import BaseModel
 
@@ -25,7 +24,8 @@ from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from memstate_pg import Constraint, Fact, MemoryStore  # noqa: E402
 from memstate_pg.mcp import build_server  # noqa: E402
-from tests.support.helpers import register_test_types  # noqa: E402
+from tests.support.helpers import register_test_types
+from tests.support.helpers import versions_and_commits as rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "user-1"
@@ -38,16 +38,6 @@ class Contact(BaseModel):
     channel: str
     address: str
     priority: int = 0
-
-
-def rows(dsn: str) -> tuple[int, int]:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM memstate.fact_versions),"
-            " (SELECT count(*) FROM memstate.commits)"
-        ).fetchone()
-        assert row is not None
-        return row[0], row[1]
 
 
 @pytest.fixture

@@ -8,16 +8,7 @@ import pytest
 
 from memstate_pg import Fact, MemoryStore, ValidationFailed
 from tests.support.helpers import register_test_types
-
-
-def counts(dsn: str) -> tuple[int, int]:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM memstate.fact_versions),"
-            " (SELECT count(*) FROM memstate.commits)"
-        ).fetchone()
-        assert row is not None
-        return row[0], row[1]
+from tests.support.helpers import versions_and_commits as counts
 
 
 def test_memstate_readme_commit_with_an_unregistered_type(mem: MemoryStore) -> None:

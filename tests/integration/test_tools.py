@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
-import psycopg
 import pytest
 from pydantic import BaseModel, Field
 
 from memstate_pg import AsyncMemoryStore, Constraint, MemoryStore, PermissionDenied
 from memstate_pg.tools import atools, idempotency_key, tool_name, tools
+from tests.support.helpers import versions_and_commits as rows
 from tests.support.loop import on
 
 
@@ -20,16 +20,6 @@ class Contact(BaseModel):
     channel: str = Field(description="email, phone, ...")
     address: str
     priority: int = 0
-
-
-def rows(dsn: str) -> tuple[int, int]:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM memstate.fact_versions),"
-            " (SELECT count(*) FROM memstate.commits)"
-        ).fetchone()
-        assert row is not None
-        return row[0], row[1]
 
 
 @pytest.fixture

@@ -46,3 +46,17 @@ def register_test_types(store: MemoryStore) -> None:
 def live_state(store: MemoryStore, namespace: str) -> dict:
     """{fact_id: (version, payload)} of the live facts of a namespace."""
     return {f.id: (f.payload, f.session_id) for f in store.query(namespace=namespace)}
+
+
+def versions_and_commits(dsn: str) -> tuple[int, int]:
+    """How many version rows and commits the database holds: a refused call must leave
+    both as they were."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM memstate.fact_versions),"
+            " (SELECT count(*) FROM memstate.commits)"
+        ).fetchone()
+        assert row is not None
+        return row[0], row[1]
