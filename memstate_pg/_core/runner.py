@@ -78,8 +78,6 @@ def _run_once(
     try:
         with contextlib.ExitStack() as stack:
             return _drive(op, _State(pool, embedder, stack, conn, conn, health=health))
-    except PoolTimeout as exc:
-        raise _pool_timeout(exc, _probe(pool)) from exc
     except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
         err = translate(exc)
         if err is exc:
@@ -200,7 +198,8 @@ def _drive(op: Op[T], st: _State) -> T:
                 elif isinstance(request, Attempt):
                     result = _attempt(request, st, c)
                 elif isinstance(request, Exec) and request.autonomous and (st.caller or st.in_tx):
-                    with st.pool.connection() as own:
+                    with contextlib.ExitStack() as own_stack:
+                        own = checkout(own_stack, st.pool, st.health)
                         result = execute(own, request)
                 else:
                     result = execute(c, request)
@@ -289,8 +288,6 @@ async def _arun_once(
         async with contextlib.AsyncExitStack() as stack:
             st = _AsyncState(pool, embedder, stack, conn, conn, False, open_pool, health)
             return await _adrive(op, st)
-    except PoolTimeout as exc:
-        raise _pool_timeout(exc, await _aprobe(pool)) from exc
     except (psycopg.Error, UnicodeEncodeError) as exc:
         err = translate(exc)
         if err is exc:
@@ -332,7 +329,8 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
                 elif isinstance(request, Attempt):
                     result = await _aattempt(request, st, c)
                 elif isinstance(request, Exec) and request.autonomous and (st.caller or st.in_tx):
-                    async with st.pool.connection() as own:
+                    async with contextlib.AsyncExitStack() as own_stack:
+                        own = await acheckout(own_stack, st.pool, st.health)
                         result = await aexecute(own, request)
                 else:
                     result = await aexecute(c, request)
