@@ -5,7 +5,8 @@ embedded server started for the run), prints a table per benchmark (median, p95,
 ratio to the baseline measured in the same run), writes JSON and a PNG chart under
 benchmarks/results/, and regenerates the tables in benchmarks/RESULTS.md.
 
-    python -m benchmarks                 # full sizes (10k and 100k facts; ~15-25 min on 2 cores)
+    python -m benchmarks                 # full sizes (10k and 100k facts; ~35-40 min on 2 cores)
+    python -m benchmarks --targets       # only what the targets need, at their sizes (~20 min)
     python -m benchmarks --quick         # tiny sizes, one run: a smoke test, not a measurement
     python -m benchmarks --only search,filtered --large 50000 --runs 7
     python -m benchmarks --results-from benchmarks/results/latest.json   # RESULTS.md only
@@ -14,6 +15,12 @@ benchmarks/results/, and regenerates the tables in benchmarks/RESULTS.md.
 Large datasets are bulk-loaded with COPY into memstate's tables, the HNSW index built once
 afterwards with maintenance_work_mem = 1GB (see benchmarks/data.py): a 100k load takes
 ≈ 15 s plus ≈ 25-100 s of index build on 2 cores, instead of many minutes of commits.
+
+Every run ends with the targets table (benchmarks/targets.py: figure, goal, met / not met /
+not run / no verdict, with the date, load average and commit), also in the JSON and at the
+top of RESULTS.md; the summary in README.md is regenerated from it. A run of a subset
+(--targets, --only) keeps the tables of the other workloads from the previous
+results/latest.json, each marked with the run it came from (--fresh: drop them).
 """
 
 from __future__ import annotations
@@ -30,13 +37,20 @@ from pathlib import Path
 from rich.console import Console
 
 from benchmarks import harness
+from benchmarks import targets as tg
 from benchmarks.context import BenchContext, Sizes, server_info
 from benchmarks.workloads import WORKLOADS, runner
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny sizes and one run (smoke test)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="tiny sizes and one run (smoke test)")
+    mode.add_argument(
+        "--targets",
+        action="store_true",
+        help="only the workloads the targets need, at the targets' sizes (benchmarks/targets.py)",
+    )
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     ap.add_argument("--skip", help="comma-separated workloads to leave out")
     ap.add_argument("--out", type=Path, default=harness.RESULTS_DIR, help="results directory")
@@ -56,6 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only regenerate the tables page from a saved report (e.g. benchmarks/results/latest.json)",
     )
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    ap.add_argument(
+        "--readme",
+        type=Path,
+        default=harness.README_MD,
+        help="the page whose benchmark summary is regenerated with the tables page",
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="with --targets/--only: do not keep the other workloads' tables of the last run",
+    )
     for f in dataclasses.fields(Sizes):
         if f.type in ("int", "float"):
             ap.add_argument(
@@ -76,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def sizes_from(args: argparse.Namespace) -> Sizes:
-    sizes = Sizes.quick() if args.quick else Sizes()
+    sizes = Sizes.quick() if args.quick else Sizes.targets() if args.targets else Sizes()
     for f in dataclasses.fields(Sizes):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -90,6 +115,10 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 def selected(args: argparse.Namespace) -> list[str]:
     names = list(WORKLOADS)
+    if args.targets:
+        # in run order; a target whose workload is not registered shows as "not run"
+        needed = set(tg.workloads_needed())
+        names = [n for n in WORKLOADS if n in needed]
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
     skip = {n.strip() for n in (args.skip or "").split(",") if n.strip()}
@@ -99,20 +128,75 @@ def selected(args: argparse.Namespace) -> list[str]:
     return [n for n in names if n not in skip]
 
 
+def write_pages(
+    args: argparse.Namespace,
+    console: Console,
+    results: list[harness.BenchResult],
+    env: dict,
+    verdicts: list[tg.Verdict],
+) -> None:
+    """RESULTS.md and README's summary, or one line saying why not (stale rows)."""
+    try:
+        block = harness.markdown(results, env, verdicts)
+    except harness.StaleRows as exc:
+        console.print(f"[red]RESULTS.md not written: {exc}[/red]")
+        return
+    done = harness.write_results(args.results, block)
+    console.print(f"{'wrote' if done else 'unchanged:'} {args.results}")
+    if args.readme.exists():
+        done = harness.write_readme_summary(args.readme, harness.readme_summary(verdicts, env))
+        console.print(f"{'wrote' if done else 'unchanged:'} {args.readme} (benchmark summary)")
+
+
+def kept_results(
+    args: argparse.Namespace, names: list[str], console: Console
+) -> list[harness.BenchResult]:
+    """The previous run's results of registered workloads this run does not run (for a run
+    of a subset), each marked with the run it came from."""
+    latest = args.out / "latest.json"
+    if args.fresh or args.quick or not latest.exists():
+        return []
+    try:
+        report = json.loads(latest.read_text())
+        old = harness.results_from_report(report)
+    except (ValueError, KeyError, TypeError) as exc:
+        console.print(f"[yellow]not keeping earlier tables: {latest} unreadable ({exc})[/yellow]")
+        return []
+    if report.get("env", {}).get("quick"):
+        return []
+    kept = []
+    for r in old:
+        workload = harness.workload_of(r)
+        if workload in WORKLOADS and workload not in names:
+            r.env.setdefault(
+                "measured",
+                {"date": report["env"].get("date"), "git_commit": report["env"].get("git_commit")},
+            )
+            kept.append(r)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console(width=160)
     if args.results_from:
         report = json.loads(args.results_from.read_text())
-        block = harness.markdown(harness.results_from_report(report), report["env"])
-        done = harness.write_results(args.results, block)
-        console.print(f"{'wrote' if done else 'unchanged:'} {args.results}")
+        stored = harness.results_from_report(report)
+        verdicts = tg.evaluate_all(stored, report["env"], report["env"].get("workloads"))
+        judged = [v.to_dict() for v in verdicts]
+        if report.get("targets") != judged:  # the declarations changed since the run
+            report["targets"] = judged
+            args.results_from.write_text(json.dumps(report, indent=2, default=str))
+            console.print(f"re-judged the targets in {args.results_from}")
+        write_pages(args, console, stored, report["env"], verdicts)
         return report
     sizes = sizes_from(args)
     names = selected(args)
     iso, stamp = harness.now_stamp()
     results: list[harness.BenchResult] = []
+    load_start = harness.load_average()
     started = time.perf_counter()
+    commit = harness.git_commit()
     with BenchContext(sizes, args.quick, console) as ctx:
         info = server_info(ctx.admin_dsn)
         env = {
@@ -121,7 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
             "dim": ctx.dim,
             **info,
             "machine": harness.machine_info(),
-            "git_commit": harness.git_commit(),
+            "git_commit": commit,
+            "mode": "quick" if args.quick else "targets" if args.targets else "full",
+            "workloads": names,
             "sizes": dataclasses.asdict(sizes),
             "server": "MEMSTATE_DSN" if os.environ.get("MEMSTATE_DSN") else "embedded",
             "packages": harness.package_versions(
@@ -156,18 +242,26 @@ def main(argv: list[str] | None = None) -> dict:
                     "postgresql": info["postgresql"],
                     "pgvector": info["pgvector"],
                     "dim": r.params.get("dim", ctx.dim),
+                    "workload": name,
+                    "measured": {"date": iso, "git_commit": commit},
                 }
                 harness.print_result(console, r)
             results += got
     env["total_seconds"] = round(time.perf_counter() - started, 1)
-    report = harness.report_dict(results, env)
+    env["loadavg"] = {"start": load_start, "end": harness.load_average()}
+    verdicts = tg.evaluate_all(results, env, names)
+    console.print(tg.rich_table(verdicts, env))
+    kept = kept_results(args, names, console) if args.targets or args.only else []
+    if kept:
+        env["kept"] = sorted({harness.workload_of(r) for r in kept})
+        console.print(f"kept from the previous run: tables of {', '.join(env['kept'])}")
+    report = harness.report_dict(results + kept, env, verdicts)
     paths = harness.write_json(report, args.out, stamp)
     if not args.no_chart:
-        paths += harness.write_chart(results, args.out, stamp, env)
+        paths += harness.write_chart(results + kept, args.out, stamp, env)
     console.print("wrote " + ", ".join(str(p) for p in paths))
     if not args.no_results and not args.quick:
-        harness.write_results(args.results, harness.markdown(results, env))
-        console.print(f"wrote {args.results}")
+        write_pages(args, console, results + kept, env, verdicts)
     return report
 
 

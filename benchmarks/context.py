@@ -24,6 +24,9 @@ from rich.console import Console
 from benchmarks import data
 
 DIM = 384
+PEER_MODULES = ("memstate", "langgraph.store.postgres")
+"""The packages of the comparison peers (MemState 0.5.1, LangGraph's PostgresStore as a
+peer of MemoryStore); skipped when `Sizes.peers` is off."""
 
 
 @dataclass
@@ -44,6 +47,33 @@ class Sizes:
     mirror_points: int = 5_000  # points per raw mirror-client run
     ef_search: tuple[int, ...] = (40, 100, 200)
     delegate: bool = True  # run other owners' benchmark scripts (sync.py, langgraph_store.py)
+    kinds: tuple[str, ...] = ("hashing", "random")  # vector sets of search and filtered
+    peers: bool = True  # the comparison peers (MemState 0.5.1, LangGraph) in commits, search
+    sync_args: tuple[str, ...] = ()  # argv of benchmarks/sync.py (its defaults when empty)
+
+    @classmethod
+    def targets(cls) -> Sizes:
+        """The sizes of the issue's targets (`python -m benchmarks --targets`): 10k and 100k
+        facts for search, 100k for filtered, 1000-fact batches, 5 interleaved runs; without
+        what no target reads (the ef_search sweep, the random vector set, the comparison
+        peers, the mixed and reconcile workloads), so that it fits in about 20 minutes on
+        2 cores."""
+        return cls(
+            runs=5,
+            single=300,
+            batch=1000,
+            small=10_000,
+            large=100_000,
+            queries=200,
+            filtered_queries=40,
+            peer_search=0,
+            reconcile=0,
+            mirror_points=5_000,
+            ef_search=(40,),
+            kinds=("hashing",),
+            peers=False,
+            sync_args=("--runs", "5", "--rate", "200", "--lag-seconds", "10", "--kinds="),
+        )
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -93,6 +123,17 @@ class BenchContext:
                 shutil.rmtree(tmp, ignore_errors=True)
 
             self._stack.callback(_stop)
+        if not self.sizes.peers:
+            from benchmarks import peers
+
+            saved = dict(peers.SKIP)
+            peers.SKIP.update(dict.fromkeys(PEER_MODULES, "not measured in this mode"))
+
+            def _restore() -> None:
+                peers.SKIP.clear()
+                peers.SKIP.update(saved)
+
+            self._stack.callback(_restore)
         self.admin_dsn = admin
         return self
 

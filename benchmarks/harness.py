@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import statistics
 import subprocess
 import textwrap
@@ -169,16 +170,39 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
+    """The short commit of the checkout, with ``-dirty`` when tracked files differ from it
+    (then the figures are of code no commit holds)."""
+    here = Path(__file__).parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
-            cwd=Path(__file__).parent,
+            cwd=here,
             timeout=5,
         )
-        return out.stdout.strip() or None
+        commit = out.stdout.strip()
+        if not commit:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=here,
+            timeout=5,
+        )
+        return commit + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_average() -> list[float] | None:
+    """os.getloadavg() (1, 5, 15 minutes), rounded; None where the platform has none."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
         return None
 
 
@@ -258,7 +282,7 @@ def print_result(console: Console, result: BenchResult) -> None:
     for t in result.targets:
         mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "n/a"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.3g}"
-        console.print(f"  target {t['target']}: {value} (goal {t['goal']}) {mark}")
+        console.print(f"  workload check {t['target']}: {value} (goal {t['goal']}) {mark}")
     for n in result.notes:
         console.print(f"  note: {n}")
 
@@ -266,8 +290,39 @@ def print_result(console: Console, result: BenchResult) -> None:
 # --- files ------------------------------------------------------------------------------
 
 
-def report_dict(results: Sequence[BenchResult], env: dict[str, Any]) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION, "env": env, "results": [r.to_dict() for r in results]}
+def report_dict(
+    results: Sequence[BenchResult], env: dict[str, Any], verdicts: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """The JSON report: environment, results and (given or evaluated) target verdicts."""
+    from benchmarks import targets as tg
+
+    if verdicts is None:
+        verdicts = tg.evaluate_all(results, env, env.get("workloads"))
+    return {
+        "schema": SCHEMA_VERSION,
+        "env": env,
+        "targets": [v.to_dict() for v in verdicts],
+        "results": [r.to_dict() for r in results],
+    }
+
+
+WORKLOAD_PREFIXES = {
+    "commit_": "commits",
+    "search_": "search",
+    "filtered_": "filtered",
+    "mixed": "mixed",
+    "mirror_write": "sync",
+    "sync": "sync",
+    "reconcile": "reconcile",
+    "langgraph_store": "delegated",
+}
+"""The workload of a result stored before results carried it (env.workload)."""
+
+
+def workload_of(result: BenchResult) -> str | None:
+    if isinstance(result.env.get("workload"), str):
+        return result.env["workload"]
+    return next((w for p, w in WORKLOAD_PREFIXES.items() if result.name.startswith(p)), None)
 
 
 def results_from_report(report: dict[str, Any]) -> list[BenchResult]:
@@ -352,11 +407,140 @@ def write_chart(
     return paths
 
 
+# --- stale rows -----------------------------------------------------------------------------
+
+STALE_WORDS = ("proposed", "prototype", "proto_")
+"""Words of rows that measured code outside the product (prototypes, proposals): once the
+code is shipped or dropped, such a row names something that no longer exists."""
+OUR_MODULES = (
+    "memstate_pg",
+    "memstate_pg.mirrors",
+    "memstate_pg.sync",
+    "memstate_pg.langgraph",
+    "memstate_pg.langchain",
+)
+"""Where a CamelCase name in a row is looked up (`MemoryStore.search`, `ChromaMirror`)."""
+FOREIGN_NAMES = frozenset(
+    {"LangGraph", "LangChain", "MemState", "PostgreSQL", "PostgresStore", "PutOp", "PutOps"}
+    | {"ChromaDB", "GiB", "MiB", "KiB"}
+)
+"""CamelCase words in rows that are not ours (peers, products, units)."""
+_CAMEL = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+(?:\.[A-Za-z_]\w*)?")
+_FILE = re.compile(r"\b((?:benchmarks|memstate_pg|tests|examples)/[\w/]+\.\w+)")
+_MODULE = re.compile(r"\b((?:memstate_pg|benchmarks)(?:\.\w+)+)")
+_SQL_NAME = re.compile(r"\bmemstate\.(\w+)")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StaleRows(ValueError):
+    """Rows naming code that does not exist (any more)."""
+
+
+def _resolve(dotted: str) -> bool:
+    """Whether `dotted` is an importable module, then attributes of it."""
+    import importlib
+    import importlib.util
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            spec = importlib.util.find_spec(".".join(parts[:cut]))
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        obj: Any = importlib.import_module(".".join(parts[:cut]))
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def _our_name(name: str) -> bool:
+    """Whether `Name` or `Name.attr` exists in one of OUR_MODULES."""
+    import importlib
+
+    head, _, attr = name.partition(".")
+    for module in OUR_MODULES:
+        try:
+            obj = getattr(importlib.import_module(module), head, None)
+        except ImportError:
+            continue
+        if obj is not None:
+            return not attr or hasattr(obj, attr)
+    return False
+
+
+def _sql_text() -> str:
+    sql_dir = ROOT / "memstate_pg" / "sql"
+    return "\n".join(p.read_text() for p in sorted(sql_dir.glob("*.sql")))
+
+
+def stale_references(texts: Sequence[str]) -> list[str]:
+    """For each text (a table title, a row label, a note) that names code which does not
+    exist, or a prototype, one line saying what: files, dotted modules (memstate_pg.x,
+    benchmarks.x), our classes and methods (`MemoryStore.search`), SQL objects
+    (`memstate.search`). Empty when every row names live code."""
+    problems: list[str] = []
+    sql: str | None = None
+    for text in dict.fromkeys(texts):
+        low = text.lower()
+        problems += [f"{text!r}: names a prototype ({w!r})" for w in STALE_WORDS if w in low]
+        for f in _FILE.findall(text):
+            if not (ROOT / f).exists():
+                problems.append(f"{text!r}: file {f} does not exist")
+        for dotted in _MODULE.findall(text):
+            if not _resolve(dotted.rstrip(".")):
+                problems.append(f"{text!r}: {dotted} does not import")
+        for name in _CAMEL.findall(text):
+            if name.split(".")[0] in FOREIGN_NAMES:
+                continue
+            if not _our_name(name):
+                problems.append(f"{text!r}: {name} is not in {', '.join(OUR_MODULES)}")
+        for obj in _SQL_NAME.findall(text):
+            sql = _sql_text() if sql is None else sql
+            if not re.search(rf"\bmemstate\.{re.escape(obj)}\b\s*[(\s]", sql):
+                problems.append(f"{text!r}: memstate.{obj} is not in memstate_pg/sql/")
+    return problems
+
+
+def row_texts(results: Sequence[BenchResult]) -> list[str]:
+    """Every text of the generated tables that can name code: titles, labels, notes."""
+    out: list[str] = []
+    for r in results:
+        out += [r.title, *r.notes, *(t["target"] for t in r.targets)]
+        for s in r.series:
+            out += [s.label] + ([s.note] if s.note else [])
+    return out
+
+
+def check_rows(results: Sequence[BenchResult]) -> None:
+    """Raise StaleRows when a table would name code that does not exist (any more)."""
+    problems = stale_references(row_texts(results))
+    if problems:
+        raise StaleRows(
+            "stale benchmark rows (rename the label in its workload or drop the series): "
+            + "; ".join(problems)
+        )
+
+
 # --- RESULTS.md ---------------------------------------------------------------------------
 
 
-def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
-    """The tables: machine, date, versions, and one table per benchmark."""
+def markdown(
+    results: Sequence[BenchResult], env: dict[str, Any], verdicts: Sequence[Any] | None = None
+) -> str:
+    """The tables: machine, date, versions, the targets table (`benchmarks.targets`;
+    evaluated here unless given), and one table per benchmark. Refuses (StaleRows) rows
+    that name code which does not exist."""
+    from benchmarks import targets as tg
+
+    check_rows(results)
+    if verdicts is None:
+        verdicts = tg.evaluate_all(results, env, env.get("workloads"))
     m = env.get("machine", {})
     lines = [
         f"_Generated by `python -m benchmarks` on {env.get('date', '?')[:10]}: {m.get('cpu', '?')}, "
@@ -375,12 +559,32 @@ def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
             + "_",
             "",
         ]
+    lines += [
+        "## Targets (issue 15)",
+        "",
+        f"_{tg.headline(env)}: {tg.tally(verdicts)}. Each figure is a same-run ratio (or an "
+        "absolute figure where the goal has a unit) of medians over the interleaved runs; "
+        "declared in `benchmarks/targets.py`._",
+        "",
+        *([f"_{tg.load_warning(env)}_", ""] if tg.load_warning(env) else []),
+        *tg.markdown_table(verdicts),
+        "",
+        "## Tables",
+        "",
+    ]
     for r in results:
         size = params_text(r.params)
         lines.append(
             f"**{r.title}** ({r.unit}, {'higher' if r.higher_is_better else 'lower'} is better; {size})"
         )
         lines.append("")
+        earlier = r.env.get("measured")
+        if isinstance(earlier, dict) and earlier.get("date") != env.get("date"):
+            lines += [
+                f"_kept from an earlier run: {str(earlier.get('date', '?'))[:16]}, "
+                f"commit {earlier.get('git_commit') or '?'}_",
+                "",
+            ]
         if r.skipped:
             lines += [f"skipped: {r.skipped}", ""]
             continue
@@ -408,14 +612,64 @@ def markdown(results: Sequence[BenchResult], env: dict[str, Any]) -> str:
                 f"| {s.label} | {_fmt(st['median'], r.unit)} | {_fmt(st['p95'], r.unit)} | "
                 f"{_fmt(st['min'], r.unit)}–{_fmt(st['max'], r.unit)} | {rtxt} |{ex}"
             )
-        for t in r.targets:
-            met = {True: "met", False: "not met", None: "n/a"}[t["met"]]
-            value = "-" if t["value"] is None else f"{t['value']:.3g}"
-            lines.append(f"\n_target {t['target']}: {value} (goal {t['goal']}): {met}_")
+        # a workload's own target checks (r.targets) stay in the JSON; the page has one
+        # targets table, from benchmarks/targets.py
         for n in r.notes:
             lines.append(f"\n_note: {n}_")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+README_MD = ROOT / "README.md"
+SUMMARY_BEGIN = "<!-- benchmark summary: generated by python -m benchmarks, do not edit -->"
+SUMMARY_END = "<!-- end of benchmark summary -->"
+
+
+def readme_summary(verdicts: Sequence[Any], env: dict[str, Any]) -> str:
+    """README's few lines: the run and one line per target (figure, goal, verdict)."""
+    from benchmarks import targets as tg
+
+    lines = [
+        f"Targets of the last `python -m benchmarks` run ({tg.headline(env)}; "
+        f"{tg.tally(verdicts)}); the tables are in "
+        "[benchmarks/RESULTS.md](benchmarks/RESULTS.md):",
+        "",
+    ]
+    for v in verdicts:
+        figure = "" if v.figure is None else f"{v.figure_text}, "
+        rec = "" if v.recall is None else f" (recall {v.recall:.2f})"
+        why = f" ({v.reason})" if v.reason else ""
+        lines.append(f"* {v.path}: {figure}goal {v.goal}{rec}: **{v.status}**{why}")
+    if tg.load_warning(env):
+        lines += ["", tg.load_warning(env)]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_span(text: str) -> tuple[int, int] | None:
+    begin, end = text.find(SUMMARY_BEGIN), text.find(SUMMARY_END)
+    if begin < 0 or end < begin:
+        return None
+    return begin + len(SUMMARY_BEGIN), end
+
+
+def readme_summary_of(text: str) -> str | None:
+    """The generated summary in a README's text (between the markers), or None."""
+    span = _summary_span(text)
+    return None if span is None else text[span[0] : span[1]].strip("\n") + "\n"
+
+
+def write_readme_summary(path: Path, summary: str) -> bool:
+    """Replace the summary between the markers of `path`; False when unchanged. Raises
+    ValueError when the page has no markers."""
+    text = path.read_text()
+    span = _summary_span(text)
+    if span is None:
+        raise ValueError(f"{path} has no benchmark summary markers ({SUMMARY_BEGIN!r})")
+    new = text[: span[0]] + "\n" + summary + text[span[1] :]
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
 
 
 def write_results(path: Path, block: str) -> bool:

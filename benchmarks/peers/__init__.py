@@ -11,10 +11,17 @@ class PeerUnavailable(RuntimeError):
     """A peer's package is not installed (or cannot run here)."""
 
 
+SKIP: dict[str, str] = {}
+"""Modules whose peers are left out of this run, with the reason (see Sizes.peers)."""
+
+
 def require(module: str, extra: str = "bench"):
-    """Import `module` or raise PeerUnavailable naming the extra that provides it."""
+    """Import `module` or raise PeerUnavailable naming the extra that provides it (or why
+    this run leaves it out, see SKIP)."""
     import importlib
 
+    if module in SKIP:
+        raise PeerUnavailable(SKIP[module])
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -35,7 +35,7 @@ PREFILTER_SQL = (
 
 def run(ctx: BenchContext) -> list[BenchResult]:
     size = ctx.sizes.large or ctx.sizes.small
-    return [run_one(ctx, kind, size) for kind in ("hashing", "random")]
+    return [run_one(ctx, kind, size) for kind in ctx.sizes.kinds]
 
 
 def run_one(ctx: BenchContext, kind: str, size: int) -> BenchResult:

@@ -129,7 +129,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
     out = []
     sizes = [s for s in (ctx.sizes.small, ctx.sizes.large) if s]
     for size in dict.fromkeys(sizes):
-        for kind in ("hashing", "random"):
+        for kind in ctx.sizes.kinds:
             out.append(run_one(ctx, kind, size))
     return out
 

@@ -181,7 +181,8 @@ def delegate(ctx: BenchContext) -> list[BenchResult]:
         return skipped
     if hasattr(mod, "run"):
         return list(mod.run(ctx))
-    res = BenchResult("sync", title, "", True, "", params={"argv": SYNC_QUICK if ctx.quick else []})
+    argv = SYNC_QUICK if ctx.quick else list(ctx.sizes.sync_args)
+    res = BenchResult("sync", title, "", True, "", params={"argv": argv})
     buf = io.StringIO()
 
     class Tee(io.TextIOBase):
@@ -193,7 +194,7 @@ def delegate(ctx: BenchContext) -> list[BenchResult]:
     os.environ["MEMSTATE_DSN"] = ctx.admin_dsn
     try:
         with contextlib.redirect_stdout(Tee()):
-            out = mod.main(SYNC_QUICK if ctx.quick else [])
+            out = mod.main(argv)
     finally:
         if previous is None:
             os.environ.pop("MEMSTATE_DSN", None)
