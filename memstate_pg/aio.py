@@ -18,7 +18,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import migrations
-from ._core import ops
+from ._core import judged, ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
@@ -363,7 +363,22 @@ class AsyncMemoryStore(StoreCore):
         type: str | None = None,
         filters: dict[str, Any] | None = None,
         session_id: str | None = None,
+        via: str | None = None,
     ) -> list[Hit]:
+        """See MemoryStore.search (`via`: search served by a mirror, judged by Postgres)."""
+        if via is not None:
+            return await self._read(
+                lambda: judged.search_via(
+                    self,
+                    via,
+                    query,
+                    k,
+                    namespace=namespace,
+                    type=type,
+                    filters=filters,
+                    session_id=session_id,
+                )
+            )
         return await self._read(
             lambda: self._op_search(
                 query, k, namespace=namespace, type=type, filters=filters, session_id=session_id

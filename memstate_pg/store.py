@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from . import migrations
-from ._core import ops
+from ._core import judged, ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
@@ -379,8 +379,29 @@ class MemoryStore(StoreCore):
         type: str | None = None,
         filters: dict[str, Any] | None = None,
         session_id: str | None = None,
+        via: str | None = None,
     ) -> list[Hit]:
-        """Nearest live facts by cosine similarity (score: higher is closer)."""
+        """Nearest live facts by cosine similarity (score: higher is closer).
+
+        `via`: the name of a registered mirror that can query (Chroma, Qdrant, memory): it
+        proposes the candidates, Postgres checks each by (fact_id, version) and pgvector
+        replaces the stale and deleted ones, so no ghost and no old version is returned
+        while the sync worker lags. The result is then a JudgedHits (a list of Hit with the
+        counts of what was corrected); a mirror that is down falls back to pgvector
+        (`.fallback`). See memstate_pg/_core/judged.py."""
+        if via is not None:
+            return self._read(
+                lambda: judged.search_via(
+                    self,
+                    via,
+                    query,
+                    k,
+                    namespace=namespace,
+                    type=type,
+                    filters=filters,
+                    session_id=session_id,
+                )
+            )
         return self._read(
             lambda: self._op_search(
                 query, k, namespace=namespace, type=type, filters=filters, session_id=session_id

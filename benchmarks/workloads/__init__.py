@@ -18,6 +18,7 @@ WORKLOADS: dict[str, str] = {
     "sync": "benchmarks.workloads.sync",
     "reconcile": "benchmarks.workloads.reconcile",
     "delegated": "benchmarks.workloads.delegated",
+    "judged": "benchmarks.workloads.judged",
 }
 
 

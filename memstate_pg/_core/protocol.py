@@ -9,7 +9,9 @@ Every operation (``ops.py``, the mirror registry, the LangGraph store) is a gene
 - ``Exec(query, params, fetch)`` -> one row (dict or None), all rows, or None;
 - ``ExecMany(query, params)`` -> the first row of each parameter set (pipelined);
 - ``Attempt(op)`` -> ``Outcome``: run a sub-operation in a savepoint; a MemStateError it
-  raises rolls the savepoint back and is handed back instead of propagating.
+  raises rolls the savepoint back and is handed back instead of propagating;
+- ``Call(fn, args)`` -> ``fn(*args)``: blocking I/O outside the database (a mirror's query);
+  the async runner runs it in a thread. It needs no connection, like ``Embed``.
 
 The runners in ``runner.py`` perform them with psycopg's sync and async APIs; the tests in
 tests/unit drive operations with scripted results, no database at all.
@@ -17,7 +19,7 @@ tests/unit drive operations with scripted results, no database at all.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union
 
@@ -77,7 +79,17 @@ class Attempt(Generic[T]):
     op: Op[T]
 
 
-Request = Union[Embed, Begin, Exec, ExecMany, Attempt[Any]]  # noqa: UP007 (runtime alias)
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`fn(*args)`: a blocking call outside the database (e.g. a mirror's query). The sync
+    runner calls it; the async runner runs it in a worker thread. Its exceptions propagate:
+    an operation that wants to survive one wraps `fn` to return an Outcome instead."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+Request = Union[Embed, Begin, Exec, ExecMany, Attempt[Any], Call]  # noqa: UP007 (runtime alias)
 
 #: An operation returning T: yields requests, receives their results.
 Op = Generator[Request, Any, T]

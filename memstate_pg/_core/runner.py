@@ -10,6 +10,7 @@ raised by COMMIT as the block closes, into MemStateError (errors.translate).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from ..embedders import Embedder, aembed
 from ..errors import MemStateError, Unavailable, translate
 from .pools import ConnectHealth
-from .protocol import Attempt, Begin, Embed, Exec, ExecMany, Op, Outcome
+from .protocol import Attempt, Begin, Call, Embed, Exec, ExecMany, Op, Outcome
 
 T = TypeVar("T")
 
@@ -186,6 +187,8 @@ def _drive(op: Op[T], st: _State) -> T:
             result: Any
             if isinstance(request, Embed):
                 result = (request.embedder or st.embedder).embed(request.texts)
+            elif isinstance(request, Call):
+                result = request.fn(*request.args)
             else:
                 if st.conn is None:
                     st.conn = checkout(st.stack, st.pool, st.health)
@@ -313,6 +316,8 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
             result: Any
             if isinstance(request, Embed):
                 result = await aembed(request.embedder or st.embedder, request.texts)
+            elif isinstance(request, Call):
+                result = await asyncio.to_thread(request.fn, *request.args)
             else:
                 c = st.conn
                 if c is None:

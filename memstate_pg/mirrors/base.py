@@ -19,6 +19,12 @@ Every point the sync worker writes is tagged with the name of the registered mir
 belongs to (``mirror``): reconciliation only ever deletes points of its own mirror (or
 untagged ones, written before tags existed), never those of another mirror that shares
 the collection.
+
+Adapters that can answer a nearest-neighbour query (:attr:`Mirror.can_query`) implement
+:meth:`Mirror.query`: candidates as ``(fact_id, version, score)``, filtered in the store
+by the reserved payload keys ``namespace``, ``type`` and ``embedding_model``. A candidate
+is only a hint: ``MemoryStore.search(q, via=name)`` checks every one against Postgres by
+(fact_id, version) before it is returned (memstate_pg/_core/judged.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "UNKNOWN_VERSION",
     "Mirror",
     "MirrorError",
+    "MirrorHit",
     "MirrorPoint",
     "MirrorRecord",
     "MirrorTimeout",
@@ -98,6 +105,17 @@ class MirrorPoint:
     version: int
     embedding: list[float] | None
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorHit:
+    """One candidate of :meth:`Mirror.query`: the point's id, the ``version`` its payload
+    carries (:data:`UNKNOWN_VERSION` if unreadable) and the store's similarity to the query
+    (higher is closer; only comparable within one query's answer)."""
+
+    fact_id: str
+    version: int
+    score: float
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -172,6 +190,8 @@ class Mirror(abc.ABC):
 
     kind: ClassVar[str]
     max_batch_size: int
+    #: True when the adapter answers :meth:`query` (search ``via=`` the mirror).
+    can_query: ClassVar[bool] = False
 
     def upsert(self, records: Sequence[MirrorRecord]) -> None:
         """Write the current state of ``records``; an existing point with the same id is replaced."""
@@ -241,6 +261,21 @@ class Mirror(abc.ABC):
     def close(self) -> None:  # noqa: B027 - deliberately a no-op default
         """Release resources the mirror owns; the default owns none."""
 
+    def query(
+        self,
+        vector: Sequence[float],
+        k: int,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        embedding_model: str | None = None,
+    ) -> list[MirrorHit]:
+        """The ``k`` points nearest to ``vector``, closest first, among those whose payload
+        has this ``namespace`` / ``type`` / ``embedding_model`` (None: any). Points are
+        identified by their id in the store, never by the ``fact_id`` their payload claims.
+        Only adapters with :attr:`can_query` implement it; failures are MirrorError."""
+        raise NotImplementedError(f"{self.__class__.__name__} cannot answer queries")
+
     def versions(self, fact_ids: Sequence[str]) -> dict[str, int]:
         """``{fact_id: version}`` for the ids present in the mirror."""
         return {fid: point.version for fid, point in self.get(fact_ids).items()}
@@ -253,6 +288,24 @@ class Mirror(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()!r}>"
+
+
+def check_query(vector: Sequence[float], k: int) -> list[float]:
+    """The query vector as floats, after the checks every adapter shares."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    values = [float(x) for x in vector]
+    if not values:
+        raise ValueError("the query vector is empty")
+    return values
+
+
+def payload_filter(
+    namespace: str | None, type: str | None, embedding_model: str | None
+) -> dict[str, str]:
+    """The equality conditions of a query on reserved payload keys (None values left out)."""
+    wanted = {"namespace": namespace, "type": type, "embedding_model": embedding_model}
+    return {key: value for key, value in wanted.items() if value is not None}
 
 
 def tag_of(payload: dict[str, Any] | None) -> str | None:

@@ -52,10 +52,13 @@ from memstate_pg.errors import MirrorError, ValidationFailed
 from memstate_pg.mirrors.base import (
     COLLISION_PREFIX,
     Mirror,
+    MirrorHit,
     MirrorPoint,
     MirrorRecord,
     build_payload,
+    check_query,
     chunked,
+    payload_filter,
     tag_of,
     version_of,
 )
@@ -115,6 +118,7 @@ class ChromaMirror(Mirror):
     """
 
     kind: ClassVar[str] = "chroma"
+    can_query: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -319,6 +323,42 @@ class ChromaMirror(Mirror):
             if len(ids) < page_size:
                 return
             offset += len(ids)
+
+    def query(
+        self,
+        vector: Sequence[float],
+        k: int,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        embedding_model: str | None = None,
+    ) -> list[MirrorHit]:
+        """``collection.query`` with a ``where`` on the reserved metadata keys. Chroma
+        answers distances (lower is closer); the score is ``1 - distance`` for cosine and
+        ip (the similarity), ``-distance`` for l2."""
+        q = check_query(vector, k)
+        conditions = [
+            {key: value} for key, value in payload_filter(namespace, type, embedding_model).items()
+        ]
+        where: Any = None
+        if len(conditions) == 1:
+            where = conditions[0]
+        elif conditions:
+            where = {"$and": conditions}
+        with self._translate("query"):
+            res = self.collection.query(
+                query_embeddings=[q], n_results=k, where=where, include=["metadatas", "distances"]
+            )
+        ids = res["ids"][0] if res["ids"] else []
+        distances = (res["distances"] or [[]])[0]
+        metadatas: Sequence[Metadata | None] = (res["metadatas"] or [[None] * len(ids)])[0]
+        similarity = self.distance != "l2"
+        return [
+            MirrorHit(
+                fid, version_of(dict(meta or {})), 1.0 - float(d) if similarity else -float(d)
+            )
+            for fid, d, meta in zip(ids, distances, metadatas, strict=True)
+        ]
 
     def count(self) -> int:
         with self._translate("count"):

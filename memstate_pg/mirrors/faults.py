@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from memstate_pg.errors import MirrorError
-from memstate_pg.mirrors.base import Mirror, MirrorPoint, MirrorRecord, MirrorTimeout
+from memstate_pg.mirrors.base import Mirror, MirrorHit, MirrorPoint, MirrorRecord, MirrorTimeout
 
 __all__ = ["FlakyMirror"]
 
@@ -73,6 +73,10 @@ class FlakyMirror(Mirror):
     @property
     def max_batch_size(self) -> int:  # type: ignore[override]
         return self.inner.max_batch_size
+
+    @property
+    def can_query(self) -> bool:  # type: ignore[override]
+        return self.inner.can_query
 
     @property
     def faults(self) -> dict[str, int]:
@@ -144,6 +148,10 @@ class FlakyMirror(Mirror):
     def get(self, fact_ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, MirrorPoint]:
         self._check_down()
         return self.inner.get(fact_ids, with_vectors=with_vectors)
+
+    def query(self, vector: Sequence[float], k: int, **filters: Any) -> list[MirrorHit]:
+        self._check_down()
+        return self.inner.query(vector, k, **filters)
 
     def scan(self, page_size: int = 1000) -> Iterator[list[tuple[str, int]]]:
         self._check_down()  # fail at call time, not at first next()

@@ -8,16 +8,20 @@ limit, paged scan), and records the size of every native write in
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from memstate_pg.mirrors.base import (
     Mirror,
+    MirrorHit,
     MirrorPoint,
     MirrorRecord,
     build_payload,
+    check_query,
     chunked,
+    payload_filter,
     tag_of,
 )
 
@@ -28,6 +32,7 @@ class InMemoryMirror(Mirror):
     """Points kept in a dict, guarded by a lock (the worker may write from threads)."""
 
     kind: ClassVar[str] = "memory"
+    can_query: ClassVar[bool] = True
 
     def __init__(self, *, max_batch_size: int = 1000, name: str = "memory") -> None:
         if max_batch_size < 1:
@@ -94,6 +99,33 @@ class InMemoryMirror(Mirror):
             page = [(p.fact_id, p.version, tag_of(p.metadata)) for p in points]
             if page:
                 yield page
+
+    def query(
+        self,
+        vector: Sequence[float],
+        k: int,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        embedding_model: str | None = None,
+    ) -> list[MirrorHit]:
+        """Exact cosine similarity over every matching point (a scan: tests and demos)."""
+        q = check_query(vector, k)
+        q_norm = math.sqrt(sum(x * x for x in q)) or 1.0
+        wanted = payload_filter(namespace, type, embedding_model).items()
+        with self._lock:
+            points = list(self._points.values())
+        scored: list[MirrorHit] = []
+        for p in points:
+            if p.embedding is None or len(p.embedding) != len(q):
+                continue
+            if any(p.metadata.get(key) != value for key, value in wanted):
+                continue
+            norm = math.sqrt(sum(x * x for x in p.embedding)) or 1.0
+            dot = sum(a * b for a, b in zip(q, p.embedding, strict=True))
+            scored.append(MirrorHit(p.fact_id, p.version, dot / (q_norm * norm)))
+        scored.sort(key=lambda h: (-h.score, h.fact_id))
+        return scored[:k]
 
     def count(self) -> int:
         with self._lock:

@@ -26,6 +26,7 @@ paging, does not skip points when others are deleted meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -36,10 +37,13 @@ from urllib.parse import urlsplit, urlunsplit
 from memstate_pg.errors import MirrorError
 from memstate_pg.mirrors.base import (
     Mirror,
+    MirrorHit,
     MirrorPoint,
     MirrorRecord,
     build_payload,
+    check_query,
     chunked,
+    payload_filter,
     tag_of,
     version_of,
 )
@@ -63,10 +67,20 @@ def _strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _is_local(client: Any) -> bool:
+    """True for qdrant-client's in-process local mode (no server)."""
+    try:
+        from qdrant_client.local.qdrant_local import QdrantLocal
+    except ImportError:  # pragma: no cover - a client without local mode
+        return False
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
 class QdrantMirror(Mirror):
     """A mirror over a ``qdrant_client.QdrantClient`` (server, ``:memory:`` or local path)."""
 
     kind: ClassVar[str] = "qdrant"
+    can_query: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -93,6 +107,12 @@ class QdrantMirror(Mirror):
         self._owns_client = owns_client
         self._ready = False  # the collection is known to exist
         self._lock = threading.Lock()
+        # qdrant-client's local mode (":memory:" or a path) is not thread-safe: a query
+        # racing an upsert of the sync worker's thread indexes arrays being resized. Calls
+        # on a local client are serialised; a server client is left concurrent.
+        self._io_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if _is_local(client) else contextlib.nullcontext()
+        )
         if dim is not None:
             with self._translate("create_collection"):
                 self._ensure_collection(dim)
@@ -128,7 +148,8 @@ class QdrantMirror(Mirror):
     def _translate(self, op: str) -> Iterator[None]:
         """Turn any client failure into MirrorError; re-check the collection next time."""
         try:
-            yield
+            with self._io_lock:
+                yield
         except MirrorError:
             raise
         except Exception as exc:
@@ -241,6 +262,43 @@ class QdrantMirror(Mirror):
                 yield [(str(r.id), version_of(r.payload), tag_of(r.payload)) for r in records]
             if offset is None:
                 return
+
+    def query(
+        self,
+        vector: Sequence[float],
+        k: int,
+        *,
+        namespace: str | None = None,
+        type: str | None = None,
+        embedding_model: str | None = None,
+    ) -> list[MirrorHit]:
+        """``query_points`` with a payload filter (exact match on the reserved keys). Scores
+        are Qdrant's, negated for the distances where lower is closer (Euclid, Manhattan)."""
+        from qdrant_client import models
+
+        q = check_query(vector, k)
+        must: list[models.Condition] = [
+            models.FieldCondition(key=key, match=models.MatchValue(value=value))
+            for key, value in payload_filter(namespace, type, embedding_model).items()
+        ]
+        lower_is_closer = self.distance in (models.Distance.EUCLID, models.Distance.MANHATTAN)
+        with self._translate("query"):
+            if not self._exists():
+                return []
+            found = self.client.query_points(
+                self.collection_name,
+                query=q,
+                limit=k,
+                query_filter=models.Filter(must=must) if must else None,
+                with_payload=["version"],
+                with_vectors=False,
+            ).points
+        return [
+            MirrorHit(
+                str(p.id), version_of(p.payload), -p.score if lower_is_closer else float(p.score)
+            )
+            for p in found
+        ]
 
     def count(self) -> int:
         with self._translate("count"):

@@ -148,3 +148,43 @@ RETURNING r.fact_id
 
 -- name: reembed_apply
 SELECT switched, missing FROM memstate.reembed_apply(%(namespace)s, %(model)s, %(actor)s, %(reason)s)
+
+-- name: judge_hits
+-- Search served by a mirror (memstate_pg/_core/judged.py), ONE statement, run as the caller
+-- (Row Level Security applies: a namespace the caller may not see answers like a deleted fact).
+-- source 'hit': each candidate of the mirror, in its order, with the live row of the searched
+-- namespace if any (NULL: deleted, moved or invisible), its current version, whether it passes
+-- the search's model / type / filter / session, and then its exact cosine similarity (as
+-- memstate.search computes it). source 'lag': the k nearest of the facts the mirror has not
+-- received yet (an outbox row of the mirror is waiting for them: new, updated, restored),
+-- scored exactly; the work is proportional to the worker's lag.
+WITH h AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::int[]) WITH ORDINALITY AS h(fact_id, version, pos)
+), lag AS (
+    SELECT DISTINCT o.fact_id FROM memstate.outbox o
+    WHERE o.mirror = %(mirror)s AND o.namespace = %(namespace)s
+), f AS (
+    SELECT x.fact_id, x.version, x.embedding, x.type, x.session_id, x.payload, x.content,
+           x.embedding_model, x.commit_seq, x.created_at, x.updated_at,
+           (x.embedding_model = %(model)s
+            AND (%(type)s::text IS NULL OR x.type = %(type)s)
+            AND (%(filter)s::jsonb IS NULL OR x.payload @> %(filter)s::jsonb)
+            AND (%(session_id)s::text IS NULL OR x.session_id = %(session_id)s)) AS matches
+    FROM (SELECT h.fact_id FROM h UNION SELECT lag.fact_id FROM lag) i
+    JOIN memstate.facts x ON x.fact_id = i.fact_id
+    WHERE x.namespace = %(namespace)s
+)
+SELECT 'hit' AS source, h.pos, h.version AS hit_version, f.fact_id, f.version, f.matches,
+       CASE WHEN f.matches THEN 1 - (f.embedding <=> %(query)s::vector) END AS score,
+       f.type, f.session_id, f.payload, f.content, f.embedding_model, f.commit_seq,
+       f.created_at, f.updated_at
+FROM h LEFT JOIN f ON f.fact_id = h.fact_id
+UNION ALL
+(SELECT 'lag', NULL, NULL, f.fact_id, f.version, true, 1 - (f.embedding <=> %(query)s::vector),
+        f.type, f.session_id, f.payload, f.content, f.embedding_model, f.commit_seq,
+        f.created_at, f.updated_at
+ FROM f
+ WHERE f.matches AND f.fact_id IN (SELECT lag.fact_id FROM lag)
+ ORDER BY f.embedding <=> %(query)s::vector, f.fact_id
+ LIMIT %(k)s)
+ORDER BY source, pos

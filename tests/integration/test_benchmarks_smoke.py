@@ -24,6 +24,8 @@ EXPECTED = {
     "mirror_write",
     "sync",
     "reconcile",
+    "judged_qdrant",
+    "judged_chroma",
 }
 DELEGATED = {"sync", "langgraph_store"}  # other owners' benchmarks: may be absent or broken
 
