@@ -271,15 +271,15 @@ def search_via(
 
     found = {hit.fact.id: hit for hit in valid}
     mirrored = set(found)
-    for hit in lagging:
-        found.setdefault(hit.fact.id, hit)
+    for late in lagging:
+        found.setdefault(late.fact.id, late)
     judged = set(found)
     if len(valid) < k:
         # the mirror proposed too few current facts (lag, a scope without this namespace,
         # facts never enqueued for it): pgvector's own answer fills the rest
         extra = yield from pgvector(k)
-        for hit in extra:
-            found.setdefault(hit.fact.id, hit)
+        for filler in extra:
+            found.setdefault(filler.fact.id, filler)
     merged = sorted(found.values(), key=closest)[:k]
     from_pgvector = sum(1 for hit in merged if hit.fact.id not in judged)
     from_outbox = sum(1 for hit in merged if hit.fact.id in judged and hit.fact.id not in mirrored)

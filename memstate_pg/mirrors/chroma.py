@@ -347,11 +347,15 @@ class ChromaMirror(Mirror):
             where = {"$and": conditions}
         with self._translate("query"):
             res = self.collection.query(
-                query_embeddings=[q], n_results=k, where=where, include=["metadatas", "distances"]
+                query_embeddings=cast(Any, [q]),
+                n_results=k,
+                where=where,
+                include=["metadatas", "distances"],
             )
         ids = res["ids"][0] if res["ids"] else []
         distances = (res["distances"] or [[]])[0]
-        metadatas: Sequence[Metadata | None] = (res["metadatas"] or [[None] * len(ids)])[0]
+        found: Any = res["metadatas"]
+        metadatas: Sequence[Any] = found[0] if found else [None] * len(ids)
         similarity = self.distance != "l2"
         return [
             MirrorHit(
