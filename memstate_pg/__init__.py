@@ -4,6 +4,7 @@ Facts and their embeddings commit in one Postgres transaction; external vector s
 mirrors fed from a transactional outbox. See README.md and DESIGN.md for the contract.
 """
 
+from ._core.judged import JudgedHits
 from .aio import AsyncMemoryStore, AsyncTransaction
 from .embedders import HashingEmbedder
 from .errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "FactVersion",
     "HashingEmbedder",
     "Hit",
+    "JudgedHits",
     "MemStateError",
     "MemoryStore",
     "MigrationError",

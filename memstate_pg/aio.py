@@ -486,7 +486,7 @@ class AsyncMemoryStore(StoreCore):
         return dict(self._mirrors)
 
     async def use_mirror(self, name: str, mirror: Mirror) -> None:
-        ops.check_mirror_kind(name, await self._run(ops.mirror_config(name)), mirror)
+        await self._run(ops.check_mirror_kind(name, mirror))
         self._mirrors[name] = mirror
 
     async def reconcile(

@@ -545,7 +545,7 @@ class MemoryStore(StoreCore):
     def use_mirror(self, name: str, mirror: Mirror) -> None:
         """Use `mirror` for `name`, registered earlier (maybe by another process), without
         touching its registry row: how a worker process gets its own client object."""
-        ops.check_mirror_kind(name, self._run(ops.mirror_config(name)), mirror)
+        self._run(ops.check_mirror_kind(name, mirror))
         self._mirrors[name] = mirror
 
     def reconcile(

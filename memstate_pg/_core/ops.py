@@ -986,8 +986,15 @@ def rebuild_mirror(name: str, config: MirrorConfig) -> Mirror:
     return mirror
 
 
-def check_mirror_kind(name: str, config: MirrorConfig, mirror: Mirror) -> None:
+def check_mirror_kind(name: str, mirror: Mirror) -> Op[None]:
+    """use_mirror(): `mirror` is a Mirror of the kind registered as `name`. Reads
+    memstate.mirror_info (not the registry), so a tenant may hold a client object for a
+    mirror that covers its namespaces (e.g. for search(via=name))."""
     if not isinstance(mirror, Mirror):
         raise ValidationFailed(f"use_mirror() takes a Mirror, not {type(mirror).__name__}")
-    if config.kind != mirror.kind:
-        raise ValidationFailed(f"mirror {name!r} is registered as {config.kind}, not {mirror.kind}")
+    check_mirror_name(name)
+    row = yield Exec(Q("mirror_kind"), {"name": name})
+    if row is None:
+        raise NotFound(f"no mirror {name!r} that this role may use")
+    if row["kind"] != mirror.kind:
+        raise ValidationFailed(f"mirror {name!r} is registered as {row['kind']}, not {mirror.kind}")

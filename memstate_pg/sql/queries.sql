@@ -91,6 +91,10 @@ LIMIT %(limit)s
 SELECT EXISTS (SELECT 1 FROM memstate.commits
                WHERE seq = %(seq)s AND namespace = %(namespace)s) AS found
 
+-- name: mirror_kind
+-- (use_mirror: the kind of a mirror the caller may know, tenants included)
+SELECT kind FROM memstate.mirror_info WHERE name = %(name)s
+
 -- name: mirror_status
 -- (memstate.mirror_info: the mirrors as the caller may know them, see sql/functions.sql)
 SELECT m.name, m.kind, m.enabled,

@@ -295,9 +295,13 @@ def test_a_tenant_cannot_reach_another_namespace_through_the_mirror(
     with SyncWorker(mem, ["m"]) as worker:
         assert worker.drain(30)
     app = stores(login("memstate_app", "a"))
-    # use_mirror() reads the registry (memstate.mirrors), which a tenant may not: hand the
-    # tenant's store the Mirror object the way use_mirror() would keep it
-    app._mirrors["m"] = m
+    # use_mirror() reads memstate.mirror_info, which a tenant may (it once read the registry,
+    # memstate.mirrors, and failed with PermissionDenied)
+    app.use_mirror("m", m)
+    # a mirror that covers only another tenant's namespace is not one it may use
+    mem.add_mirror(InMemoryMirror(), "only_b", namespaces=["b"], backfill=False)
+    with pytest.raises(NotFound):
+        app.use_mirror("only_b", InMemoryMirror())
     # the mirror itself holds b's points and answers for b: Postgres, as the tenant, refuses
     vector = app.embedder.embed(["secret note"])[0]
     assert len(m.query(vector, 8, namespace="b")) == 4
