@@ -9,6 +9,7 @@ from .aio import AsyncMemoryStore, AsyncTransaction
 from .embedders import HashingEmbedder
 from .errors import (
     ConflictError,
+    HistoryCompacted,
     MemStateError,
     MigrationError,
     MirrorError,
@@ -40,6 +41,7 @@ __all__ = [
     "Fact",
     "FactVersion",
     "HashingEmbedder",
+    "HistoryCompacted",
     "Hit",
     "JudgedHits",
     "MemStateError",

@@ -37,6 +37,9 @@ from .models import (
 )
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from .compaction import CompactReport
     from .tools import ToolSet
 from .vectors import aconfigure_connection
 
@@ -435,6 +438,34 @@ class AsyncMemoryStore(StoreCore):
                 progress=progress,
                 actor=actor,
                 reason=reason,
+            )
+        )
+
+    # -- retention (see MemoryStore.compact) ------------------------------------------------
+
+    async def compact(
+        self,
+        *,
+        keep_versions: int,
+        older_than: timedelta | str,
+        namespace: str | None = None,
+        batch_size: int = 2000,
+        dry_run: bool = False,
+        drop_dead_outbox: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> CompactReport:
+        from .compaction import compact
+
+        return await self._run(
+            compact(
+                self,
+                keep_versions=keep_versions,
+                older_than=older_than,
+                namespace=namespace,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                drop_dead_outbox=drop_dead_outbox,
+                progress=progress,
             )
         )
 

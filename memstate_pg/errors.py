@@ -25,6 +25,12 @@ class NotFound(MemStateError, LookupError):
     """An unknown fact id, commit seq or mirror name."""
 
 
+class HistoryCompacted(NotFound):
+    """The state asked for is older than the namespace's compaction horizon: `as_of` a point
+    before it, or `rollback`/`revert` of a commit at or before it (SQLSTATE MSH01). The
+    message names the horizon; older states are only in a backup (see README, Retention)."""
+
+
 class MirrorError(MemStateError):
     """A mirror refused or failed a write; the sync worker retries it."""
 
@@ -55,6 +61,7 @@ _BY_SQLSTATE: dict[str, type[MemStateError]] = {
     "MSV01": ValidationFailed,
     "MSC01": ConflictError,
     "MSN01": NotFound,
+    "MSH01": HistoryCompacted,  # history older than the namespace's compaction horizon
     "23505": ConflictError,  # unique_violation: a singleton key held by another fact
     "23503": ValidationFailed,  # foreign_key_violation: unknown type/model in a raw write
     "23514": ValidationFailed,  # check_violation

@@ -36,6 +36,9 @@ from .models import (
 )
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from .compaction import CompactReport
     from .tools import ToolSet
 from .vectors import configure_connection
 
@@ -474,6 +477,42 @@ class MemoryStore(StoreCore):
                 progress=progress,
                 actor=actor,
                 reason=reason,
+            )
+        )
+
+    # -- retention -------------------------------------------------------------------------
+
+    def compact(
+        self,
+        *,
+        keep_versions: int,
+        older_than: timedelta | str,
+        namespace: str | None = None,
+        batch_size: int = 2000,
+        dry_run: bool = False,
+        drop_dead_outbox: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> CompactReport:
+        """Prune history older than `older_than` (a timedelta or '30d', '12h', ...) while
+        keeping the current state, everything newer, the state at the window's start and at
+        least `keep_versions` versions per fact; remove the commits left without versions.
+        `namespace=None`: this store's namespace if it is bound to one, else every namespace.
+        Batched (each batch its own short transaction, `progress(done, total)` after each),
+        resumable, online. Afterwards as_of/rollback/revert before the namespace's horizon
+        raise HistoryCompacted. `dry_run`: change nothing, report what would go. Owner only
+        (see memstate_pg.compaction and README "Retention")."""
+        from .compaction import compact
+
+        return self._run(
+            compact(
+                self,
+                keep_versions=keep_versions,
+                older_than=older_than,
+                namespace=namespace,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                drop_dead_outbox=drop_dead_outbox,
+                progress=progress,
             )
         )
 

@@ -199,6 +199,7 @@ def describe(exc: BaseException, db: str = "the database") -> CliError:
     """The exit code, cause and remedy of an error raised by a command."""
     from ..errors import (
         ConflictError,
+        HistoryCompacted,
         MemStateError,
         MirrorError,
         NotFound,
@@ -257,6 +258,13 @@ def describe(exc: BaseException, db: str = "the database") -> CliError:
                 UNAVAILABLE,
                 f"a mirror failed: {_one_line(exc)}",
                 "check that the vector store is running and reachable (`memstate-pg status`)",
+            )
+        if isinstance(exc, HistoryCompacted):
+            cause_line, _, remedy = _one_line(exc).rpartition(" (")
+            return CliError(
+                USAGE,
+                cause_line,
+                remedy.removesuffix(")") or "restore older states from a backup",
             )
         if isinstance(exc, NotFound):
             return CliError(

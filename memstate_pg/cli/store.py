@@ -5,6 +5,7 @@ memstate-pg history [FACT_ID] [-n NS] [--limit N] [--json]   # newest first
 memstate-pg commits [-n NS] [--limit N] [--json]              # newest first
 memstate-pg rollback [STEPS] [-n NS] | --revert SEQ [--json]
 memstate-pg reembed -n NS --embedder SPEC [--batch-size N] [--json]  # switch the model
+memstate-pg compact --keep-versions N --older-than DURATION [-n NS] [--dry-run] [--json]
 """
 
 from __future__ import annotations
@@ -183,6 +184,60 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from ..compaction import parse_duration
+    from ..errors import ValidationFailed
+    from .sync import _progress_bar
+
+    if args.keep_versions < 1:
+        raise CliError(USAGE, "--keep-versions must be at least 1", common_help("compact"))
+    if args.batch_size < 1:
+        raise CliError(USAGE, "--batch-size must be at least 1", common_help("compact"))
+    try:
+        window = parse_duration(args.older_than)
+    except ValidationFailed as exc:
+        raise CliError(USAGE, str(exc), "give --older-than as e.g. 30d, 12h, 1d12h or 2w") from None
+    if window.total_seconds() <= 0:
+        raise CliError(USAGE, "--older-than must be longer than 0", "give e.g. 30d")
+    what = f"namespace {args.namespace!r}" if args.namespace else "every namespace"
+    verb = "would be" if args.dry_run else "were"
+    with (
+        common.open_store(args) as store,
+        _progress_bar(
+            f"compacting {what}", not args.json and not args.dry_run and common.is_tty()
+        ) as progress,
+    ):
+        report = store.compact(
+            keep_versions=args.keep_versions,
+            older_than=window,
+            namespace=args.namespace,
+            batch_size=args.batch_size,
+            dry_run=args.dry_run,
+            drop_dead_outbox=args.drop_dead_outbox,
+            progress=progress,
+        )
+    if args.json:
+        common.print_json(report.model_dump(mode="json"))
+        return 0
+    for n in report.namespaces:
+        common.say(f"{n.namespace}: horizon {n.horizon_seq} (as_of and undo reach back to it)")
+    dead = (
+        f"{report.dead_outbox_rows} dead outbox row(s) older than the window {verb} removed"
+        if args.drop_dead_outbox
+        else f"{report.dead_outbox_rows} dead outbox row(s) older than the window kept "
+        "(--drop-dead-outbox removes them; reconcile the mirror then)"
+    )
+    common.say(
+        f"{'dry run: ' if args.dry_run else ''}{what}, history older than {args.older_than}, "
+        f"keeping {args.keep_versions} version(s) per fact: versions removed: "
+        f"{report.versions_deleted}, commits removed: {report.commits_deleted}, "
+        f"vectors moved to a kept version: {report.vectors_materialised}, stale re-embed "
+        f"staging rows: {report.reembed_staging_deleted}, TTL clocks of gone items: "
+        f"{report.lg_clocks_deleted}; {dead}; in {report.seconds:.1f}s"
+    )
+    return 0
+
+
 def common_help(command: str) -> str:
     return f"see memstate-pg {command} --help"
 
@@ -247,3 +302,34 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default=None, help="recorded with the switch commit")
     common.add_json_option(p)
     p.set_defaults(func=cmd_reembed)
+
+    p = add(
+        "compact",
+        "remove history older than a window, keeping current state and N versions per fact "
+        "(as the schema owner; batched and online; see README, Retention)",
+    )
+    p.add_argument(
+        "--keep-versions",
+        type=int,
+        required=True,
+        metavar="N",
+        help="keep at least the N newest versions of every fact (>= 1)",
+    )
+    p.add_argument(
+        "--older-than",
+        required=True,
+        metavar="DURATION",
+        help="the window kept whole: history older than this goes (30d, 12h, 1d12h, 2w)",
+    )
+    p.add_argument(
+        "--namespace", "-n", default=None, help="only this namespace (default: every namespace)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="change nothing; print what would go")
+    p.add_argument(
+        "--drop-dead-outbox",
+        action="store_true",
+        help="also remove dead outbox rows older than the window (a mirror then needs reconcile)",
+    )
+    p.add_argument("--batch-size", type=int, default=2000, help="facts or commits per transaction")
+    common.add_json_option(p)
+    p.set_defaults(func=cmd_compact)

@@ -4,6 +4,7 @@
 --
 -- Errors carry custom SQLSTATEs that the Python API maps to its exceptions:
 --   MSV01 -> ValidationFailed   MSC01 -> ConflictError   MSN01 -> NotFound
+--   MSH01 -> HistoryCompacted (older than the namespace's compaction horizon)
 -- Functions are SECURITY INVOKER (they can do nothing the calling role could not), except
 -- the few trigger functions marked SECURITY DEFINER below, which check what a tenant's view
 -- under RLS cannot see; trigger functions cannot be called directly.
@@ -185,6 +186,43 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT nm.model FROM memstate.namespace_models nm WHERE nm.namespace = p_namespace
 $$;
+
+-- The compaction horizon (memstate.compactions, written by the compaction functions at the
+-- end of this file): as_of, rollback and revert call memstate._check_horizon, so a state
+-- whose history compaction removed is refused with MSH01 instead of being rebuilt from what
+-- is left. Here, ahead of those readers, because as_of is a SQL function (bodies are checked
+-- when created).
+--
+-- The horizon of one namespace (NULLs: never compacted). SECURITY DEFINER and read-only, like
+-- _active_model: no role but the owner holds a privilege on memstate.compactions; it tells
+-- only the horizon of the namespace asked about.
+CREATE OR REPLACE FUNCTION memstate._horizon(p_namespace text, OUT horizon_seq bigint, OUT horizon_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.horizon_seq, c.horizon_at FROM memstate.compactions c WHERE c.namespace = p_namespace
+$$;
+
+-- Raises MSH01 when the state of `p_namespace` right after commit `p_seq` is older than its
+-- compaction horizon (that state needs history compaction removed); `p_what` names the
+-- operation for the message.
+CREATE OR REPLACE FUNCTION memstate._check_horizon(p_namespace text, p_seq bigint, p_what text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_h record;
+BEGIN
+    SELECT h.horizon_seq, h.horizon_at INTO v_h FROM memstate._horizon(p_namespace) h;
+    IF v_h.horizon_seq IS NOT NULL AND p_seq < v_h.horizon_seq THEN
+        PERFORM memstate._fail('MSH01', pg_catalog.format(
+            '%s needs history of namespace %L before its compaction horizon, commit %s '
+            '(history older than %s was compacted)', p_what, p_namespace, v_h.horizon_seq,
+            pg_catalog.to_char(v_h.horizon_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')),
+            pg_catalog.format('as_of reaches commit %s and later, rollback and revert undo commits '
+                              'after it; older states are only in a backup', v_h.horizon_seq));
+    END IF;
+END $$;
 
 -- ---------------------------------------------------------------------------------------
 -- Registration: embedding models and fact types
@@ -384,6 +422,12 @@ CREATE OR REPLACE TRIGGER facts_delete AFTER UPDATE OF deleted_by ON memstate.fa
 -- order) only grows; `undone_by` is set to a rollback/revert commit of the namespace that
 -- lists this commit in its `undoes`, and cleared only when that commit is itself undone
 -- (redo). So no writer can erase a rollback or change what an idempotency key replays.
+-- The one exception is compaction (memstate.compact_versions / compact_commits, at the end
+-- of this file): functions owned by the tables' owner, EXECUTE revoked from PUBLIC, which set
+-- memstate.compacting around their own statements. Both are required: any role may set the
+-- setting, but only code running as the owner (current_user) passes the second check, and
+-- it may then only delete old versions and commits, or put a vector on a version that had
+-- none (the convention of version vectors, see memstate.compact_versions).
 CREATE OR REPLACE FUNCTION memstate._append_only()
 RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -391,6 +435,25 @@ AS $$
 DECLARE
     v_n int;
 BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND TG_TABLE_NAME IN ('fact_versions', 'commits')
+       AND pg_catalog.current_setting('memstate.compacting', true) = 'on'
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                   WHERE c.oid = TG_RELID AND c.relowner = (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                            WHERE r.rolname = current_user)) THEN
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
+        IF TG_TABLE_NAME = 'fact_versions' THEN  -- nested: OLD.embedding exists only here
+            IF OLD.embedding IS NULL AND NEW.embedding IS NOT NULL
+               AND (NEW.fact_id, NEW.version, NEW.seq, NEW.namespace, NEW.type, NEW.session_id, NEW.op,
+                    NEW.payload, NEW.content, NEW.embedding_model, NEW.created_at)
+                   IS NOT DISTINCT FROM
+                   (OLD.fact_id, OLD.version, OLD.seq, OLD.namespace, OLD.type, OLD.session_id, OLD.op,
+                    OLD.payload, OLD.content, OLD.embedding_model, OLD.created_at) THEN
+                RETURN NEW;
+            END IF;
+        END IF;
+    END IF;
     IF TG_TABLE_NAME = 'commits' AND TG_OP = 'INSERT' THEN  -- nested: NEW.kind exists only here
         IF NEW.undoes IS NOT NULL OR NEW.undone_by IS NOT NULL OR NEW.result IS NOT NULL THEN
             PERFORM memstate._fail('MSC01', 'a new commit has no undoes, undone_by or result yet');
@@ -915,10 +978,12 @@ BEGIN
         PERFORM memstate._fail('MSN01', format('nothing to roll back in namespace %L%s', p_namespace,
                                CASE WHEN p_session_id IS NULL THEN '' ELSE format(', session %L', p_session_id) END));
     END IF;
+    PERFORM memstate._check_horizon(p_namespace, v_targets[1] - 1, 'rollback');  -- compacted: MSH01
     SELECT c.seq INTO v_seq FROM memstate._new_commit(p_namespace, p_session_id, p_actor, p_reason, 'rollback', NULL) c;
     UPDATE memstate.commits c SET undoes = v_targets WHERE c.seq = v_seq;
     PERFORM memstate._restore(v_seq, v_targets);
     UPDATE memstate.commits c SET undone_by = v_seq WHERE c.seq = ANY (v_targets);
+    PERFORM memstate._check_horizon(p_namespace, v_targets[1] - 1, 'rollback');  -- compacted meanwhile
     RETURN v_seq;
 END $$;
 
@@ -943,9 +1008,11 @@ BEGIN
     IF v_c.undone_by IS NOT NULL THEN
         PERFORM memstate._fail('MSC01', format('commit %s is already undone by commit %s', p_seq, v_c.undone_by));
     END IF;
+    PERFORM memstate._check_horizon(v_c.namespace, p_seq - 1, 'revert');  -- compacted: MSH01
     SELECT c.seq INTO v_seq FROM memstate._new_commit(v_c.namespace, v_c.session_id, p_actor, p_reason, 'revert', NULL) c;
     UPDATE memstate.commits c SET undoes = ARRAY[p_seq] WHERE c.seq = v_seq;
     PERFORM memstate._restore(v_seq, ARRAY[p_seq]);
+    PERFORM memstate._check_horizon(v_c.namespace, p_seq - 1, 'revert');  -- compacted meanwhile
     UPDATE memstate.commits c SET undone_by = v_seq WHERE c.seq = p_seq;
     IF v_c.kind IN ('rollback', 'revert') THEN
         UPDATE memstate.commits c SET undone_by = NULL WHERE c.seq = ANY (v_c.undoes) AND c.undone_by = p_seq;
@@ -1296,6 +1363,7 @@ RETURNS TABLE (fact_id uuid, namespace text, type text, session_id text, payload
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT memstate._check_horizon(p_namespace, p_seq, 'as_of');  -- compacted history: MSH01
     SELECT s.fact_id, s.namespace, s.type, s.session_id, s.payload, s.content, s.embedding_model,
            s.version, s.seq, s.created_at
     FROM (SELECT DISTINCT ON (v.fact_id) v.*
@@ -1313,3 +1381,308 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT max(c.seq) FROM memstate.commits c WHERE c.namespace = p_namespace AND c.created_at <= p_at
 $$;
+
+-- ---------------------------------------------------------------------------------------
+-- Retention: compaction of the version log (memstate-pg compact, MemoryStore.compact)
+-- ---------------------------------------------------------------------------------------
+-- For long-running agents. A compaction with window start T (now() - older_than) and
+-- keep N gives each namespace in scope the horizon H = its newest commit created before T
+-- (memstate.compactions; a horizon only grows) and then, batch by batch, each batch its own
+-- short transaction (writers keep writing: only old rows nobody else writes are touched):
+--   * of a fact whose last version is a delete at or before H (deleted before the window),
+--     every version but that tombstone (which keeps the fact id in its namespace and the
+--     version numbering going);
+--   * of every other fact, the versions at or before H that are neither among its N newest
+--     nor its newest at or before H (the state as_of(H) reads);
+--   * before deleting, the vector is put on each kept version whose vector was only carried
+--     by a removed one (version rows store a vector only when it changed: the effective
+--     vector of a version is that of its newest version at or below it that has one);
+--   * then the commits at or before H that no longer have any version (their idempotency
+--     keys go with them).
+-- So as_of(seq >= H), rollback and revert of commits after H, and current state are exactly
+-- as before; earlier points raise MSH01 (memstate._check_horizon). Owner-only: SECURITY
+-- DEFINER, EXECUTE revoked from PUBLIC (see memstate._append_only for the path they use).
+
+-- The horizon a compaction with window start `p_before` gives each namespace in scope: its
+-- newest commit created before `p_before` (namespaces without one are not in scope).
+CREATE OR REPLACE FUNCTION memstate._compact_targets(p_namespace text, p_before timestamptz)
+RETURNS TABLE (namespace text, horizon_seq bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.namespace, pg_catalog.max(c.seq)
+    FROM memstate.commits c
+    WHERE c.created_at < p_before AND (p_namespace IS NULL OR c.namespace = p_namespace)
+    GROUP BY c.namespace
+$$;
+
+-- The versions of up to `p_limit` facts with ids after `p_after` in the namespaces `p_ns`
+-- (horizons `p_hz`), each with whether compaction removes it (`doomed`) and, for a kept
+-- version whose effective vector is carried by a removed one, that version (`vector_from`).
+CREATE OR REPLACE FUNCTION memstate._compact_classify(
+    p_ns text[], p_hz bigint[], p_keep int, p_after uuid, p_limit int)
+RETURNS TABLE (fact_id uuid, version int, seq bigint, namespace text, doomed boolean, vector_from int)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH h AS (
+        SELECT u.namespace, u.horizon_seq FROM ROWS FROM (pg_catalog.unnest(p_ns), pg_catalog.unnest(p_hz)) AS u(namespace, horizon_seq)),
+    ids AS (
+        SELECT DISTINCT v.fact_id FROM memstate.fact_versions v
+        WHERE v.fact_id > p_after AND v.namespace = ANY (p_ns)
+        ORDER BY v.fact_id LIMIT p_limit),
+    w AS (
+        SELECT v.fact_id, v.version, v.seq, v.namespace, v.embedding IS NOT NULL AS has_vector,
+               h.horizon_seq,
+               pg_catalog.row_number() OVER newest AS rn,
+               pg_catalog.first_value(v.op) OVER newest AS last_op,
+               pg_catalog.first_value(v.seq) OVER newest AS last_seq,
+               pg_catalog.max(v.version) FILTER (WHERE v.seq <= h.horizon_seq)
+                   OVER (PARTITION BY v.fact_id) AS base,
+               pg_catalog.max(v.version) FILTER (WHERE v.embedding IS NOT NULL)
+                   OVER (PARTITION BY v.fact_id ORDER BY v.version
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS vector_source
+        FROM ids
+        JOIN memstate.fact_versions v ON v.fact_id = ids.fact_id
+        JOIN h ON h.namespace = v.namespace
+        WINDOW newest AS (PARTITION BY v.fact_id ORDER BY v.version DESC)),
+    d AS (
+        SELECT w.*,
+               w.seq <= w.horizon_seq AND CASE
+                   WHEN w.last_op = 'delete' AND w.last_seq <= w.horizon_seq THEN w.rn > 1
+                   ELSE w.rn > p_keep AND w.version < w.base END AS doomed
+        FROM w)
+    SELECT d.fact_id, d.version, d.seq, d.namespace, d.doomed,
+           CASE WHEN NOT d.doomed AND NOT d.has_vector AND s.doomed
+                     AND NOT EXISTS (SELECT 1 FROM d k  -- (the lowest kept one above it gets it)
+                                     WHERE k.fact_id = d.fact_id AND NOT k.doomed
+                                       AND k.version > d.vector_source AND k.version < d.version)
+                THEN d.vector_source END
+    FROM d
+    LEFT JOIN d s ON s.fact_id = d.fact_id AND s.version = d.vector_source
+$$;
+
+-- What a compaction would do, per namespace in scope, without changing anything (dry run):
+-- its horizon (the recorded one when later), the facts and versions there, and how many
+-- versions and commits would go.
+CREATE OR REPLACE FUNCTION memstate.compact_plan(p_namespace text, p_keep int, p_before timestamptz)
+RETURNS TABLE (namespace text, horizon_seq bigint, facts bigint, versions bigint,
+               versions_deleted bigint, commits_deleted bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ns text[];
+    v_hz bigint[];
+BEGIN
+    IF p_keep IS NULL OR p_keep < 1 THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('keep_versions must be at least 1, not %s', p_keep));
+    END IF;
+    SELECT pg_catalog.array_agg(t.namespace), pg_catalog.array_agg(GREATEST(t.horizon_seq, c.horizon_seq))
+    INTO v_ns, v_hz
+    FROM memstate._compact_targets(p_namespace, p_before) t
+    LEFT JOIN memstate.compactions c ON c.namespace = t.namespace;
+    IF v_ns IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH k AS MATERIALIZED (
+        SELECT * FROM memstate._compact_classify(v_ns, v_hz, p_keep,
+                                                 '00000000-0000-0000-0000-000000000000'::uuid,
+                                                 2147483647)),
+    h AS (SELECT u.namespace, u.horizon_seq FROM ROWS FROM (pg_catalog.unnest(v_ns), pg_catalog.unnest(v_hz)) AS u(namespace, horizon_seq))
+    SELECT h.namespace, h.horizon_seq,
+           (SELECT pg_catalog.count(DISTINCT k.fact_id) FROM k WHERE k.namespace = h.namespace),
+           (SELECT pg_catalog.count(*) FROM k WHERE k.namespace = h.namespace),
+           (SELECT pg_catalog.count(*) FROM k WHERE k.namespace = h.namespace AND k.doomed),
+           (SELECT pg_catalog.count(*) FROM memstate.commits c
+            WHERE c.namespace = h.namespace AND c.seq <= h.horizon_seq
+              AND NOT EXISTS (SELECT 1 FROM k WHERE k.seq = c.seq AND NOT k.doomed))
+    FROM h ORDER BY h.namespace;
+END $$;
+
+-- Starts a compaction: records the horizon of each namespace in scope (memstate.compactions;
+-- a horizon only grows), in its own transaction before anything is removed, so an as_of or
+-- an undo that could need what goes is refused from then on. Returns the horizons.
+CREATE OR REPLACE FUNCTION memstate.compact_begin(p_namespace text, p_keep int, p_before timestamptz)
+RETURNS TABLE (namespace text, horizon_seq bigint, horizon_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_keep IS NULL OR p_keep < 1 THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('keep_versions must be at least 1, not %s', p_keep));
+    END IF;
+    IF p_before IS NULL OR p_before > pg_catalog.now() THEN
+        PERFORM memstate._fail('MSV01', 'the window must start in the past (older_than > 0)');
+    END IF;
+    RETURN QUERY
+    INSERT INTO memstate.compactions AS c (namespace, horizon_seq, horizon_at, keep_versions)
+    SELECT t.namespace, t.horizon_seq, p_before, p_keep FROM memstate._compact_targets(p_namespace, p_before) t
+    ON CONFLICT ON CONSTRAINT compactions_pkey DO UPDATE SET
+        horizon_seq = GREATEST(c.horizon_seq, excluded.horizon_seq),
+        horizon_at = CASE WHEN excluded.horizon_seq > c.horizon_seq THEN excluded.horizon_at ELSE c.horizon_at END,
+        keep_versions = excluded.keep_versions, started_at = pg_catalog.now(), finished_at = NULL
+    RETURNING c.namespace, c.horizon_seq, c.horizon_at;
+END $$;
+
+-- One batch of a compaction's version phase, in the caller's (short) transaction: the facts
+-- with ids after `p_after` (up to `p_limit`) in the recorded namespaces in scope. Returns
+-- the last fact id of the batch (NULL: none left), how many facts it covered, the versions
+-- it removed and the vectors it materialised.
+CREATE OR REPLACE FUNCTION memstate.compact_versions(
+    p_namespace text, p_keep int, p_after uuid, p_limit int,
+    OUT last_fact uuid, OUT facts int, OUT versions_deleted int, OUT vectors_materialised int)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ns   text[];
+    v_hz   bigint[];
+    v_prev text;
+BEGIN
+    IF p_keep IS NULL OR p_keep < 1 THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('keep_versions must be at least 1, not %s', p_keep));
+    END IF;
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000000 THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('batch size must be 1 to 1000000, not %s', p_limit));
+    END IF;
+    SELECT pg_catalog.array_agg(c.namespace), pg_catalog.array_agg(c.horizon_seq) INTO v_ns, v_hz
+    FROM memstate.compactions c WHERE p_namespace IS NULL OR c.namespace = p_namespace;
+    facts := 0;
+    versions_deleted := 0;
+    vectors_materialised := 0;
+    IF v_ns IS NULL THEN
+        RETURN;
+    END IF;
+    -- the owner's path through memstate._append_only, for this statement only (a function's
+    -- own SET clause would need a superuser to create it: memstate.* is a placeholder)
+    v_prev := pg_catalog.current_setting('memstate.compacting', true);
+    PERFORM pg_catalog.set_config('memstate.compacting', 'on', true);
+    WITH k AS MATERIALIZED (
+        SELECT * FROM memstate._compact_classify(v_ns, v_hz, p_keep,
+                                                 coalesce(p_after, '00000000-0000-0000-0000-000000000000'::uuid),
+                                                 p_limit)),
+    mat AS (
+        UPDATE memstate.fact_versions t SET embedding = s.embedding
+        FROM k JOIN memstate.fact_versions s ON s.fact_id = k.fact_id AND s.version = k.vector_from
+        WHERE k.vector_from IS NOT NULL AND t.fact_id = k.fact_id AND t.version = k.version
+          AND t.embedding IS NULL
+        RETURNING 1),
+    del AS (
+        DELETE FROM memstate.fact_versions t USING k
+        WHERE k.doomed AND t.fact_id = k.fact_id AND t.version = k.version
+        RETURNING 1)
+    SELECT (SELECT pg_catalog.max(k.fact_id::text)::uuid FROM k),
+           (SELECT pg_catalog.count(DISTINCT k.fact_id) FROM k),
+           (SELECT pg_catalog.count(*) FROM del),
+           (SELECT pg_catalog.count(*) FROM mat)
+    INTO last_fact, facts, versions_deleted, vectors_materialised;
+    PERFORM pg_catalog.set_config('memstate.compacting', coalesce(v_prev, ''), true);
+END $$;
+
+-- One batch of a compaction's commit phase: of the commits with seq after `p_after` (up to
+-- `p_limit`) at or before their namespace's recorded horizon, removes those without any
+-- version left (one that marks a kept commit undone stays: undone_by refers to it). Returns
+-- the last seq looked at (NULL: none left), how many, and how many were removed.
+CREATE OR REPLACE FUNCTION memstate.compact_commits(
+    p_namespace text, p_after bigint, p_limit int,
+    OUT last_seq bigint, OUT scanned int, OUT commits_deleted int)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_prev text := pg_catalog.current_setting('memstate.compacting', true);
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000000 THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('batch size must be 1 to 1000000, not %s', p_limit));
+    END IF;
+    PERFORM pg_catalog.set_config('memstate.compacting', 'on', true);  -- see compact_versions
+    WITH page AS MATERIALIZED (
+        SELECT c.seq, c.undoes FROM memstate.commits c
+        JOIN memstate.compactions h ON h.namespace = c.namespace
+        WHERE c.seq > coalesce(p_after, 0) AND c.seq <= h.horizon_seq
+          AND (p_namespace IS NULL OR c.namespace = p_namespace)
+        ORDER BY c.seq LIMIT p_limit),
+    gone AS MATERIALIZED (
+        SELECT p.seq, p.undoes FROM page p
+        WHERE NOT EXISTS (SELECT 1 FROM memstate.fact_versions v WHERE v.seq = p.seq)),
+    del AS (
+        DELETE FROM memstate.commits c USING gone g
+        WHERE c.seq = g.seq
+          AND NOT EXISTS (SELECT 1 FROM memstate.commits d
+                          WHERE d.seq = ANY (g.undoes) AND d.undone_by = g.seq
+                            AND NOT EXISTS (SELECT 1 FROM gone g2 WHERE g2.seq = d.seq))
+        RETURNING 1)
+    SELECT (SELECT pg_catalog.max(p.seq) FROM page p), (SELECT pg_catalog.count(*) FROM page),
+           (SELECT pg_catalog.count(*) FROM del)
+    INTO last_seq, scanned, commits_deleted;
+    PERFORM pg_catalog.set_config('memstate.compacting', coalesce(v_prev, ''), true);
+END $$;
+
+-- A compaction's housekeeping, in one short transaction: counts (and unless `p_dry_run`
+-- removes) re-embed staging rows that can never be applied (their fact is gone, changed
+-- since, or already in that model) and LangGraph TTL clocks of items that are gone; counts
+-- dead outbox rows parked before `p_before` and removes them only with `p_dead_outbox` (a
+-- mirror then misses those changes until reconciliation). Live facts, expired LangGraph items
+-- included, are never touched here: sweeping those is a versioned delete (sweep_ttl).
+CREATE OR REPLACE FUNCTION memstate.compact_housekeeping(
+    p_namespace text, p_before timestamptz, p_dead_outbox boolean, p_dry_run boolean,
+    OUT dead_outbox bigint, OUT reembed_staging bigint, OUT lg_clocks bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_dry_run OR NOT p_dead_outbox THEN
+        SELECT pg_catalog.count(*) INTO dead_outbox FROM memstate.outbox o
+        WHERE o.dead_at < p_before AND (p_namespace IS NULL OR o.namespace = p_namespace);
+    ELSE
+        WITH gone AS (DELETE FROM memstate.outbox o
+                      WHERE o.dead_at < p_before AND (p_namespace IS NULL OR o.namespace = p_namespace)
+                      RETURNING 1)
+        SELECT pg_catalog.count(*) INTO dead_outbox FROM gone;
+    END IF;
+    IF p_dry_run THEN
+        SELECT pg_catalog.count(*) INTO reembed_staging FROM memstate.reembed_vectors r
+        WHERE (p_namespace IS NULL OR r.namespace = p_namespace)
+          AND NOT EXISTS (SELECT 1 FROM memstate.facts f
+                          WHERE f.fact_id = r.fact_id AND f.version = r.version
+                            AND f.embedding_model IS DISTINCT FROM r.model);
+    ELSE
+        WITH gone AS (DELETE FROM memstate.reembed_vectors r
+                      WHERE (p_namespace IS NULL OR r.namespace = p_namespace)
+                        AND NOT EXISTS (SELECT 1 FROM memstate.facts f
+                                        WHERE f.fact_id = r.fact_id AND f.version = r.version
+                                          AND f.embedding_model IS DISTINCT FROM r.model)
+                      RETURNING 1)
+        SELECT pg_catalog.count(*) INTO reembed_staging FROM gone;
+    END IF;
+    lg_clocks := 0;
+    IF pg_catalog.to_regclass('memstate.lg_ttl') IS NOT NULL THEN
+        EXECUTE CASE WHEN p_dry_run THEN
+            'SELECT pg_catalog.count(*) FROM memstate.lg_ttl t WHERE NOT EXISTS '
+            '(SELECT 1 FROM memstate.facts f WHERE f.fact_id OPERATOR(pg_catalog.=) t.fact_id '
+            'AND f.payload OPERATOR(pg_catalog.?) ''ttl'')'
+        ELSE 'SELECT memstate.lg_collect_ttl()' END
+        INTO lg_clocks;
+    END IF;
+END $$;
+
+-- Ends a compaction: the namespaces in scope get finished_at.
+CREATE OR REPLACE FUNCTION memstate.compact_finish(p_namespace text)
+RETURNS void LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE memstate.compactions c SET finished_at = pg_catalog.now()
+    WHERE (p_namespace IS NULL OR c.namespace = p_namespace) AND c.finished_at IS NULL
+$$;
+
+-- Owner only (PUBLIC keeps EXECUTE on every other memstate function: they are INVOKER).
+REVOKE ALL ON FUNCTION memstate.compact_plan(text, int, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate.compact_begin(text, int, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate.compact_versions(text, int, uuid, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate.compact_commits(text, bigint, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate.compact_housekeeping(text, timestamptz, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate.compact_finish(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate._compact_classify(text[], bigint[], int, uuid, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION memstate._compact_targets(text, timestamptz) FROM PUBLIC;

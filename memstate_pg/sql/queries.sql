@@ -78,7 +78,10 @@ SELECT fact_id, namespace, type, session_id, payload, content, embedding_model, 
 FROM memstate.as_of(%(namespace)s, %(seq)s)
 
 -- name: seq_at
-SELECT memstate.seq_at(%(namespace)s, %(at)s) AS seq
+-- (a time before the namespace's compaction horizon is refused, MSH01: the commits it would
+-- find may be gone)
+SELECT s.seq, memstate._check_horizon(s.namespace, coalesce(s.seq, 0), 'as_of') AS checked
+FROM (SELECT %(namespace)s::text AS namespace, memstate.seq_at(%(namespace)s, %(at)s) AS seq) s
 
 -- name: commits
 SELECT seq, namespace, session_id, actor, reason, kind, idempotency_key, undoes, undone_by, created_at

@@ -34,7 +34,10 @@
 -- their values without a permission check, so no role gets USAGE on a sequence.
 -- Functions keep PostgreSQL's default EXECUTE for PUBLIC: they are SECURITY INVOKER and can
 -- do nothing the caller's table privileges and policies do not allow, except four trigger
--- functions (SECURITY DEFINER, see sql/functions.sql), which cannot be called directly.
+-- functions (SECURITY DEFINER, see sql/functions.sql), which cannot be called directly, and
+-- the compaction functions (memstate.compact_*, SECURITY DEFINER), whose EXECUTE
+-- sql/functions.sql revokes from PUBLIC: only the owner compacts. memstate.compactions
+-- (the horizons) is granted to nobody.
 -- The LangGraph checkpointer tables (lg_checkpoints, lg_blobs, lg_writes) carry no memstate
 -- namespace, so none of these roles gets them; grant them to a dedicated role if you use
 -- MemStateCheckpointer under these roles (see SECURITY.md).

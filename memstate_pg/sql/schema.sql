@@ -85,8 +85,27 @@ CREATE TABLE IF NOT EXISTS memstate.commits (
 CREATE INDEX IF NOT EXISTS commits_in_effect
     ON memstate.commits (namespace, seq DESC) WHERE undone_by IS NULL;
 CREATE INDEX IF NOT EXISTS commits_created_at ON memstate.commits (namespace, created_at);
+-- The commits a commit marked undone (the foreign key undone_by -> seq): deleting a commit
+-- (compaction) looks them up here instead of scanning every commit. Few rows: undone only.
+CREATE INDEX IF NOT EXISTS commits_undone_by ON memstate.commits (undone_by)
+    WHERE undone_by IS NOT NULL;
 
--- The append-only version log: every change of every fact, forever.
+-- The compaction horizon of each namespace (memstate-pg compact, MemoryStore.compact): the
+-- history at and before commit `horizon_seq` may have been pruned, so as_of(seq) needs
+-- seq >= horizon_seq and rollback/revert only undo commits after it (else MSH01). Only grows.
+-- Written by the owner's compaction functions (sql/functions.sql); no tenant role holds a
+-- privilege on it (memstate._horizon reads one namespace's row for the checks).
+CREATE TABLE IF NOT EXISTS memstate.compactions (
+    namespace     text PRIMARY KEY,
+    horizon_seq   bigint NOT NULL,
+    horizon_at    timestamptz NOT NULL,  -- the start of the window kept (now() - older_than)
+    keep_versions int NOT NULL CHECK (keep_versions >= 1),
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz
+);
+
+-- The append-only version log: every change of every fact (until the owner compacts history
+-- older than a window, see memstate.compactions).
 CREATE TABLE IF NOT EXISTS memstate.fact_versions (
     fact_id         uuid   NOT NULL,
     version         int    NOT NULL CHECK (version >= 1),
