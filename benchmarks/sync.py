@@ -11,10 +11,15 @@
    sync / raw. Target: >= 0.8x. Chroma embedded (PersistentClient) and Qdrant local mode.
    One warm-up run; then runs alternate which side goes first.
 2. **Lag.** A worker process runs ``run_forever`` (LISTEN/NOTIFY) into Chroma embedded
-   while this process commits at a steady `rate` per second for `lag_seconds` (a few
-   committer threads share the schedule); the lag of a fact is the time from its commit
-   returning to the mirror's upsert of it returning (both CLOCK_MONOTONIC, which is
-   system-wide on Linux). Target: p99 < 250 ms.
+   while this process commits at a steady `rate` per second for `lag_seconds`, open loop:
+   commit i is issued at start + i/rate by one of `committers` threads, whatever the
+   others are doing (how late the commits started is reported: a committer that falls
+   behind would hide lag). The lag of a fact is the time from its commit returning to the
+   mirror's upsert of it returning (both CLOCK_MONOTONIC, system-wide on Linux).
+   Target (issue 15): p99 < 100 ms at 200 commits/s. Also reported: the CPU the worker
+   process used (cores, i.e. CPU seconds per second), the part of it spent inside Chroma's
+   upsert calls, Postgres's and the committers', and the Chroma calls themselves (records
+   per call, ms per call): where the time goes.
 3. Optionally (``--reconcile-facts 100000``) reconciliation of a large mirror: time, and
    the peak of Python allocations while it runs (tracemalloc), which stays O(page_size).
 
@@ -69,8 +74,8 @@ def fresh_database(admin_dsn: str, name: str) -> str:
     return dsn
 
 
-def new_store(dsn: str) -> Any:
-    store = MemoryStore(dsn, embedder=HashingEmbedder(dim=384), max_size=4)
+def new_store(dsn: str, pool: int = 4) -> Any:
+    store = MemoryStore(dsn, embedder=HashingEmbedder(dim=384), max_size=max(4, pool))
     store.register_schema("note", None, text_field="text")
     return store
 
@@ -193,20 +198,35 @@ def throughput_run(
 
 
 class StampingMirror(ChromaMirror):
-    """Chroma embedded, writing `fact_id monotonic_ns` to a file when an upsert returns."""
+    """Chroma embedded, writing `fact_id monotonic_ns` to a file when an upsert returns,
+    and `start_ns end_ns cpu_ns records` of each call to `stamp_path`.calls (cpu: of the
+    whole process during the call, Chroma's own threads included)."""
 
     stamp_path: str = ""
+    _stamp_lock = threading.Lock()  # worker threads share the files
 
     def _upsert_batch(self, records):  # type: ignore[no-untyped-def]
+        start, cpu = time.monotonic_ns(), time.process_time_ns()
         super()._upsert_batch(records)
         now = time.monotonic_ns()
-        with open(self.stamp_path, "a") as f:
-            f.write("".join(f"{r.fact_id} {now}\n" for r in records))
+        cpu = time.process_time_ns() - cpu
+        with self._stamp_lock:
+            with open(self.stamp_path, "a") as f:
+                f.write("".join(f"{r.fact_id} {now}\n" for r in records))
+            with open(self.stamp_path + ".calls", "a") as f:
+                f.write(f"{start} {now} {cpu} {len(records)}\n")
 
 
 def lag_worker(
-    dsn: str, name: str, chroma_dir: str, collection: str, stamp_path: str, ready: Any
+    dsn: str,
+    name: str,
+    chroma_dir: str,
+    collection: str,
+    stamp_path: str,
+    ready: Any,
+    threads: int = 1,
 ) -> None:
+    """The worker process: `threads` SyncWorkers (run_forever each) on one Chroma mirror."""
     import chromadb
     from chromadb.config import Settings
 
@@ -217,21 +237,60 @@ def lag_worker(
     )
     mirror.stamp_path = stamp_path
     mirror.count()
-    worker = SyncWorker(store, {name: mirror}, poll_interval=1.0)
-    worker.pending()
+    workers = [SyncWorker(store, {name: mirror}, poll_interval=1.0) for _ in range(threads)]
+    for worker in workers:
+        worker.pending()
+    others = [threading.Thread(target=w.run_forever, daemon=True) for w in workers[1:]]
+    for t in others:
+        t.start()
     ready.set()
-    worker.run_forever()  # until SIGTERM
-    worker.close()
+    workers[0].run_forever()  # until SIGTERM
+    for worker, t in zip(workers[1:], others, strict=True):
+        worker.stop()
+        t.join(10)
+    for worker in workers:
+        worker.close()
     store.close()
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes `pids` have used so far (gone ones: 0)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _postgres_pids(dsn: str) -> list[int]:
+    """The server's processes (postmaster and children), when it runs on this machine."""
+    import psutil
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        postmaster = psutil.Process(int(row[0])).parent()
+    except psutil.Error:
+        return []
+    if postmaster is None:
+        return []
+    return [postmaster.pid, *(c.pid for c in postmaster.children())]
+
+
 def lag_run(
-    dsn: str, rate: float, seconds: float, workdir: Path, committers: int
-) -> tuple[float, float, float, int]:
-    """(p50 ms, p99 ms, max ms, facts) of commit-to-visible lag at a steady commit rate.
-    `committers` threads share the schedule (commit i is due at start + i/rate), so the
-    rate holds even when one commit takes longer than 1/rate."""
-    store = new_store(dsn)
+    dsn: str, rate: float, seconds: float, workdir: Path, committers: int, threads: int = 1
+) -> dict[str, Any]:
+    """Commit-to-visible lag at a steady commit rate, open loop: `committers` threads share
+    the schedule (commit i is issued at start + i/rate), so the rate holds even when one
+    commit takes longer than 1/rate. Returns the lag percentiles (ms), how late commits
+    started (ms), the CPU used (cores) and the Chroma calls of the worker."""
+    store = new_store(dsn, pool=committers)
     ns = f"l{uuid.uuid4().hex[:8]}"
     name = f"lag-{ns}"
     collection = f"lag{uuid.uuid4().hex[:10]}"
@@ -243,14 +302,23 @@ def lag_run(
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(
-        target=lag_worker, args=(dsn, name, chroma_dir, collection, stamp_path, ready)
+        target=lag_worker,
+        args=(dsn, name, chroma_dir, collection, stamp_path, ready, threads),
     )
     proc.start()
     try:
         assert ready.wait(120), "lag worker did not start"
         total = int(rate * seconds)
-        committed, behind = commit_at_rate(store, ns, rate, total, committers)
+        pg_pids = _postgres_pids(dsn)
+        assert proc.pid is not None
+        cpu0 = (_cpu_seconds([proc.pid]), _cpu_seconds(pg_pids), time.process_time())
+        wall0 = time.monotonic()
+        committed, late = commit_at_rate(store, ns, rate, total, committers)
         seen = wait_for_stamps(stamp_path, total, timeout=30)
+        wall = time.monotonic() - wall0
+        worker_cpu = _cpu_seconds([proc.pid]) - cpu0[0]
+        pg_cpu = _cpu_seconds(pg_pids) - cpu0[1]
+        own_cpu = time.process_time() - cpu0[2]
     finally:
         proc.terminate()
         proc.join(30)
@@ -259,22 +327,46 @@ def lag_run(
     lags = sorted((seen[f] - t) / 1e6 for f, t in committed.items() if f in seen)
     if len(lags) < total:
         print(f"  warning: {total - len(lags)} fact(s) never seen", file=sys.stderr)
-    if behind > 0.5:
-        print(f"  warning: the committer fell {behind:.2f}s behind the schedule", file=sys.stderr)
-    return (
-        lags[len(lags) // 2],
-        lags[min(len(lags) - 1, int(len(lags) * 0.99))],
-        lags[-1],
-        len(lags),
-    )
+    calls = []
+    with open(stamp_path + ".calls") as f:
+        for line in f:
+            start, end, cpu, n = (int(x) for x in line.split())
+            calls.append(((end - start) / 1e6, cpu / 1e9, n))
+    call_ms = sorted(c[0] for c in calls)
+    late.sort()
+    return {
+        "p50": pct(lags, 0.5),
+        "p99": pct(lags, 0.99),
+        "max": lags[-1],
+        "facts": len(lags),
+        "late_p99_ms": pct(late, 0.99),
+        "late_max_ms": late[-1],
+        "wall_s": wall,
+        "worker_cores": worker_cpu / wall,
+        "chroma_cores": sum(c[1] for c in calls) / wall,
+        "postgres_cores": pg_cpu / wall,
+        "committer_cores": own_cpu / wall,
+        "calls": len(calls),
+        "records_per_call": statistics.median(c[2] for c in calls),
+        "call_p50_ms": pct(call_ms, 0.5),
+        "call_p99_ms": pct(call_ms, 0.99),
+        "in_calls_share": sum(call_ms) / 1000 / wall,
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of sorted `values` (nearest rank)."""
+    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 def commit_at_rate(
     store: Any, ns: str, rate: float, total: int, committers: int
-) -> tuple[dict[str, int], float]:
+) -> tuple[dict[str, int], list[float]]:
     """Commit `total` facts, commit i due at start + i/rate, from `committers` threads.
-    Returns {fact_id: monotonic ns when its commit returned} and how far behind it ended."""
+    Returns {fact_id: monotonic ns when its commit returned} and how late (ms) each commit
+    started after its scheduled time."""
     committed: dict[str, int] = {}
+    late: list[float] = []
     start = time.monotonic() + 0.2
     schedule = iter(range(total))
     lock = threading.Lock()
@@ -288,6 +380,7 @@ def commit_at_rate(
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            late.append(max(0.0, -delay) * 1000)
             fid = store.commit(
                 Fact(type="note", payload={"text": f"lag {i} {uuid.uuid4().hex}"}), namespace=ns
             )
@@ -298,7 +391,7 @@ def commit_at_rate(
         t.start()
     for t in threads:
         t.join()
-    return committed, time.monotonic() - (start + total / rate)
+    return committed, late
 
 
 def wait_for_stamps(path: str, total: int, timeout: float) -> dict[str, int]:
@@ -344,29 +437,64 @@ def reconcile_run(dsn: str, n: int, workdir: Path, page_size: int) -> tuple[floa
     return seconds, peak / 2**20, report.checked
 
 
+LAG_TARGET_MS = 100.0  # issue 15: p99 at 200 commits/s, Chroma embedded
+
+
 def lag_report(dsn: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     print(
-        f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s, Chroma embedded, "
-        "commit returned -> mirror upsert returned (ms)"
+        f"\nlag: {args.rate:.0f} commits/s for {args.lag_seconds:.0f} s (open loop, "
+        f"{args.committers} committer threads), Chroma embedded, commit returned -> mirror "
+        "upsert returned (ms)"
     )
-    lag_runs = [
-        lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers)
+    runs = [
+        lag_run(dsn, args.rate, args.lag_seconds, workdir, args.committers, args.worker_threads)
         for _ in range(args.runs)
     ]
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    per_run = ", ".join(f"{r['p50']:.1f}/{r['p99']:.1f}" for r in runs)
     print(
-        f"  p50 {statistics.median(r[0] for r in lag_runs):.1f}   "
-        f"p99 {statistics.median(r[1] for r in lag_runs):.1f}   "
-        f"max {statistics.median(r[2] for r in lag_runs):.1f}   "
-        f"(runs p50/p99: {', '.join(f'{r[0]:.1f}/{r[1]:.1f}' for r in lag_runs)}; "
-        f"{lag_runs[0][3]} facts each)"
+        f"  p50 {med['p50']:.1f}   p99 {med['p99']:.1f}   max {med['max']:.1f}   "
+        f"(runs p50/p99: {per_run}; "
+        f"{runs[0]['facts']} facts each)"
+    )
+    print(
+        f"  commits started late: p99 {med['late_p99_ms']:.1f} ms, max {med['late_max_ms']:.1f}"
+        " ms after their scheduled time"
+    )
+    print(
+        f"  CPU (cores): worker process {med['worker_cores']:.2f} (inside Chroma's upsert "
+        f"{med['chroma_cores']:.2f}), postgres {med['postgres_cores']:.2f}, committers "
+        f"{med['committer_cores']:.2f}; {os.cpu_count()} cpu(s), load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"  Chroma upsert calls: {med['calls']:.0f} per run, {med['records_per_call']:.0f} "
+        f"records per call, {med['call_p50_ms']:.1f} ms p50 / {med['call_p99_ms']:.1f} ms p99 "
+        f"per call; the worker spent {med['in_calls_share']:.0%} of the wall time in them"
+    )
+    behind = med["late_max_ms"] / 1000
+    if behind > 0.5:
+        print(
+            f"  warning: the committers fell {behind:.2f} s behind the schedule: the rate was "
+            "not held (the machine is short of CPU), the lag figures do not judge the target",
+            file=sys.stderr,
+        )
+    met = med["p99"] < LAG_TARGET_MS
+    print(
+        f"  target sync lag p99 at {args.rate:.0f} commits/s: {med['p99']:.1f} ms "
+        f"(goal < {LAG_TARGET_MS:.0f} ms): {'met' if met else 'not met'}"
     )
     return {
         "rate": args.rate,
         "seconds": args.lag_seconds,
-        "p50_ms": statistics.median(r[0] for r in lag_runs),
-        "p99_ms": statistics.median(r[1] for r in lag_runs),
-        "max_ms": statistics.median(r[2] for r in lag_runs),
-        "runs": lag_runs,
+        "committers": args.committers,
+        "p50_ms": med["p50"],
+        "p99_ms": med["p99"],
+        "max_ms": med["max"],
+        "behind_s": behind,  # the latest commit started this long after its scheduled time
+        "median": med,
+        "target_met": met,
+        "runs": runs,
     }
 
 
@@ -390,10 +518,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--batch", type=int, default=500, help="batch size of both the worker and the raw client"
     )
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--rate", type=float, default=200.0, help="commits per second in the lag test")
     p.add_argument("--lag-seconds", type=float, default=10.0)
-    p.add_argument("--committers", type=int, default=4, help="threads sharing the commit schedule")
+    p.add_argument("--committers", type=int, default=8, help="threads sharing the commit schedule")
+    p.add_argument(
+        "--worker-threads", type=int, default=1, help="SyncWorkers in the lag worker process"
+    )
     p.add_argument(
         "--reconcile-facts",
         type=int,

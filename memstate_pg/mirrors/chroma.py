@@ -25,10 +25,25 @@ Layout of a point
   the record's own values; colliding metadata keys become ``payload.<key>``.
 
 Overwrite semantics: Chroma's ``upsert`` *merges* metadata into an existing record
-(keys absent from the new metadata survive). To make an upsert replace the point, each
-batch first reads the existing metadata keys of its ids and sends ``None`` for the stale
-ones. That is one extra read per batch, and it is what makes the mirror hold exactly the
-current state rather than a union of all past versions.
+(keys absent from the new metadata survive, ``None`` removes a key). To make an upsert
+replace the point, every metadata key the collection may hold that the new metadata lacks
+is sent as ``None``. That set of keys (the collection's *key registry*) is kept in the
+collection's own metadata, under ``memstate:metadata_keys`` (a JSON list), and in memory,
+shared by every ChromaMirror of the process on that collection (by collection id):
+
+* a batch that brings a key the registry lacks first writes the grown registry, then the
+  points, so every point's keys are always in the registry;
+* a collection that holds points but no registry (written before it existed) is scanned
+  once, when the first batch is written, to build it;
+* no read per batch: the mirror holds exactly the current state of each fact, never a
+  union of past versions, and stale keys are removed without reading the points.
+
+The registry is written read-modify-write, which is exact for a client private to one
+process (embedded ``PersistentClient``, which Chroma supports in one process only, and
+``EphemeralClient``). A client other processes share (``HttpClient``: several workers,
+a repair run from another process) instead reads the existing keys of each batch's ids
+before the upsert, as does any collection whose registry would exceed
+``MAX_REGISTRY_KEYS`` keys (payloads with many distinct nested keys).
 
 Scanning uses ``collection.get(limit=, offset=)``. Offset paging is not stable under
 concurrent writes (a delete shifts later points to earlier offsets, so a point can be
@@ -67,11 +82,17 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.collection_configuration import CreateCollectionConfiguration
     from chromadb.api.models.Collection import Collection
-    from chromadb.api.types import Include, Metadata, PyEmbedding, Space
+    from chromadb.api.types import Include, Metadata, Space
 
 __all__ = ["ChromaMirror", "encode_metadata"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: Collection metadata key holding the collection's key registry (a JSON list of keys).
+REGISTRY_KEY = "memstate:metadata_keys"
+REGISTRY_OVERFLOW = "*"  # the registry value once it would exceed MAX_REGISTRY_KEYS
+#: Beyond this many distinct metadata keys in a collection, writes read the points' keys
+#: instead (sending that many ``None`` values per point would cost more than the read).
+MAX_REGISTRY_KEYS = 256
 _CHROMA_RESERVED_KEYS = frozenset({"chroma:document"})
 _DISTANCES = ("cosine", "l2", "ip")
 
@@ -249,19 +270,28 @@ class ChromaMirror(Mirror):
     # -- writes ---------------------------------------------------------------------
 
     def _upsert_batch(self, records: Sequence[MirrorRecord]) -> None:
+        import numpy as np  # a dependency of chromadb
+
         ids = [r.fact_id for r in records]
         metadatas: list[dict[str, Any]] = [encode_metadata(r) for r in records]
         with self._translate("upsert"):
             coll = self.collection
-            existing = coll.get(ids=ids, include=["metadatas"])
-            old_keys = {
-                fid: set(meta or ())
-                for fid, meta in zip(existing["ids"], existing["metadatas"] or [], strict=False)
-            }
-            for fid, meta in zip(ids, metadatas, strict=True):
-                for stale in old_keys.get(fid, set()) - meta.keys():
-                    meta[stale] = None  # Chroma: None in an upsert removes the key
-            embeddings: list[PyEmbedding] = [[float(x) for x in r.embedding] for r in records]
+            known = self._registered_keys(coll, metadatas)
+            if known is None:  # shared client, or too many keys: read the points' keys
+                existing = coll.get(ids=ids, include=["metadatas"])
+                old_keys = {
+                    fid: set(meta or ())
+                    for fid, meta in zip(existing["ids"], existing["metadatas"] or [], strict=False)
+                }
+                for fid, meta in zip(ids, metadatas, strict=True):
+                    for stale in old_keys.get(fid, set()) - meta.keys():
+                        meta[stale] = None  # Chroma: None in an upsert removes the key
+            else:
+                for meta in metadatas:
+                    for stale in known - meta.keys():
+                        meta[stale] = None  # absent keys included: a no-op for Chroma
+            # one float32 matrix, as Chroma stores it (and converts lists to, slowly)
+            embeddings = np.asarray([r.embedding for r in records], dtype=np.float32)
             sent: list[Metadata] = list(metadatas)
             coll.upsert(
                 ids=ids,
@@ -269,6 +299,88 @@ class ChromaMirror(Mirror):
                 metadatas=sent,
                 documents=[r.content for r in records],
             )
+
+    def _registered_keys(
+        self, coll: Collection, metadatas: Sequence[Mapping[str, Any]]
+    ) -> frozenset[str] | None:
+        """The collection's key registry, grown (and written) to cover `metadatas`; None
+        when this client must read the existing keys instead (see the module docstring)."""
+        if self._shared_client():
+            return None
+        registry = _registry_for(str(coll.id))
+        with registry.lock:
+            if registry.keys is None and not registry.overflow:
+                registry.keys = self._load_registry(coll)
+                registry.overflow = registry.keys is None
+            if registry.overflow or registry.keys is None:
+                return None
+            wanted = set().union(*(m.keys() for m in metadatas)) if metadatas else set()
+            if wanted <= registry.keys:
+                return registry.keys
+            grown = registry.keys | wanted
+            if len(grown) > MAX_REGISTRY_KEYS:
+                self._save_registry(coll, None)  # from now on, every writer reads
+                registry.overflow, registry.keys = True, None
+                return None
+            self._save_registry(coll, grown)  # before any point carries the new keys
+            registry.keys = grown
+            return grown
+
+    def _shared_client(self) -> bool:
+        """Whether other processes may write the collection through this client (a server)."""
+        if self._url is not None:
+            return True
+        try:
+            settings = self.client.get_settings()
+        except Exception:  # cannot tell: be exact
+            return True
+        return bool(getattr(settings, "chroma_server_host", None)) or (
+            getattr(settings, "chroma_api_impl", "") or ""
+        ).endswith("FastAPI")
+
+    def _load_registry(self, coll: Collection) -> frozenset[str] | None:
+        """The registry stored in the collection (read fresh, not from a cached handle);
+        built by one scan when the collection has points but no registry. None: overflow."""
+        meta = self._fresh_metadata() or {}
+        stored = meta.get(REGISTRY_KEY)
+        if isinstance(stored, str):
+            if stored == REGISTRY_OVERFLOW:
+                return None
+            try:
+                keys = json.loads(stored)
+            except ValueError:
+                keys = None
+            if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+                return frozenset(keys)
+        found: set[str] = set()  # no (readable) registry: learn the keys of every point
+        offset, page = 0, self.max_batch_size
+        while True:
+            res = coll.get(include=["metadatas"], limit=page, offset=offset)
+            for m in res["metadatas"] or []:
+                found.update(m or ())
+            if len(res["ids"]) < page:
+                break
+            offset += len(res["ids"])
+        if len(found) > MAX_REGISTRY_KEYS:
+            self._save_registry(coll, None)
+            return None
+        self._save_registry(coll, frozenset(found))
+        return frozenset(found)
+
+    def _fresh_metadata(self) -> dict[str, Any]:
+        """The collection's metadata as stored now (a handle caches what it was)."""
+        fresh = self.client.get_collection(self.collection_name, embedding_function=None)
+        return dict(fresh.metadata or {})
+
+    def _save_registry(self, coll: Collection, keys: frozenset[str] | set[str] | None) -> None:
+        """Write the registry (None: overflow) into the collection metadata, keeping the
+        other keys of that metadata."""
+        current = dict(self._fresh_metadata() or {})
+        current = {k: v for k, v in current.items() if not k.startswith("hnsw:")}
+        current[REGISTRY_KEY] = (
+            REGISTRY_OVERFLOW if keys is None else json.dumps(sorted(keys), separators=(",", ":"))
+        )
+        coll.modify(metadata=current)
 
     def _delete_batch(self, fact_ids: Sequence[str]) -> None:
         with self._translate("delete"):
@@ -410,6 +522,26 @@ class ChromaMirror(Mirror):
                 elif getattr(settings, "is_persistent", False):
                     info["path"] = str(settings.persist_directory)
         return info
+
+
+class _Registry:
+    """The key registry of one collection, shared by the mirrors of this process."""
+
+    __slots__ = ("keys", "lock", "overflow")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.keys: frozenset[str] | None = None  # None: not loaded yet (or overflow)
+        self.overflow = False
+
+
+_registries: dict[str, _Registry] = {}
+_registries_lock = threading.Lock()
+
+
+def _registry_for(collection_id: str) -> _Registry:
+    with _registries_lock:
+        return _registries.setdefault(collection_id, _Registry())
 
 
 def ephemeral_client() -> Any:

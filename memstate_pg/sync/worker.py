@@ -25,8 +25,11 @@ The worker's connections run with ``search_path = pg_catalog, pg_temp``.
 
 ``run_forever`` LISTENs on channel ``memstate_outbox`` (the outbox trigger NOTIFYs it once
 per writing statement) on a dedicated autocommit connection and falls back to polling every
-``poll_interval`` seconds, so a lost notification costs latency, never data. Anyone may
-NOTIFY the channel: cycles woken that way that find nothing are ``wake_interval`` apart.
+``poll_interval`` seconds, so a lost notification costs latency, never data. Notifications
+that arrived before a cycle starts are consumed by it (the cycle sees their rows), so only
+a NOTIFY sent after that wakes the worker again. Anyone may NOTIFY the channel: beyond a
+burst of ``WAKE_BURST``, cycles woken that way that find nothing are ``wake_interval``
+apart (a token bucket), and a NOTIFY with rows behind it is served at once.
 Scheduled reconciliations run beside the batches, in a thread, and always end.
 """
 
@@ -69,6 +72,7 @@ PIN_SEARCH_PATH = "SET search_path = pg_catalog, pg_temp"
 STOP_EVENT_CHECK = 0.1  # how often the watcher thread of run_forever(stop_event) looks
 RECONCILE_JOIN = 5.0  # seconds run_forever waits for a scheduled reconciliation to stop
 WAKE_INTERVAL = 0.05  # at least this long between cycles woken by NOTIFY that found nothing
+WAKE_BURST = 2  # ... beyond this many in a row (a token bucket: one token per wake_interval)
 CLAIM_ROUNDS = 3  # claims per batch when facts held elsewhere leave it short
 
 
@@ -448,18 +452,20 @@ class SyncWorker:
         A stop is final (even one that came before this call): start a new worker to resume.
 
         Idle, the worker runs a cycle when a NOTIFY arrives or every `poll_interval`
-        seconds; cycles woken by NOTIFY that find nothing are at least `wake_interval`
-        apart, so anyone who can NOTIFY the channel cannot make it spin. Scheduled
+        seconds; beyond a burst of WAKE_BURST, cycles woken by NOTIFY that find nothing are
+        at least `wake_interval` apart, so anyone who can NOTIFY the channel cannot make it
+        spin, while a NOTIFY after an idle moment is served at once. Scheduled
         reconciliations (`reconcile_every`) run in a thread of their own, bounded by
         `reconcile_timeout`: they never hold up the batches of any mirror."""
         restore = self._install_signals()
         unwatch = self._watch(stop_event)
         listener: psycopg.Connection | None = None
         db_backoff = 0.1
+        tokens, refilled = float(WAKE_BURST), time.monotonic()  # empty NOTIFY wakes allowed
+        notified = False  # whether a NOTIFY woke the cycle about to run
         log.info("sync worker %s started for %s", self.worker_id, ", ".join(self.mirrors))
         try:
             while not self._should_stop(stop_event):
-                started = time.monotonic()
                 try:
                     if listener is None:
                         listener = psycopg.connect(
@@ -467,6 +473,8 @@ class SyncWorker:
                         )
                         listener.execute(PIN_SEARCH_PATH)
                         listener.execute(f"LISTEN {CHANNEL}")
+                    else:  # what was sent so far, this cycle sees: only later ones wake us
+                        listener, _ = self._wait(listener, 0.0)
                     stats = self._cycle()
                     self._maybe_reconcile()
                     db_backoff = 0.1
@@ -480,12 +488,18 @@ class SyncWorker:
                     db_backoff = min(db_backoff * 2, 5.0)
                     continue
                 if stats.acked or stats.failed:
+                    notified = False
                     continue  # more may be waiting: look again before sleeping
+                if notified:  # a NOTIFY woke a cycle that found nothing: spend a token
+                    tokens -= 1.0
                 timeout = BUSY_WAIT if stats.busy else self._idle_timeout()
                 listener, notified = self._wait(listener, timeout)
-                hold = started + self.wake_interval - time.monotonic()
-                if notified and hold > 0:  # this cycle found nothing: do not spin on NOTIFYs
-                    self._sleep(hold, stop_event)
+                if notified and self.wake_interval > 0:
+                    now = time.monotonic()
+                    tokens = min(float(WAKE_BURST), tokens + (now - refilled) / self.wake_interval)
+                    refilled = now
+                    if tokens < 1.0:  # empty NOTIFY wakes in a row: do not spin on them
+                        self._sleep((1.0 - tokens) * self.wake_interval, stop_event)
         finally:
             unwatch()
             _close_quietly(listener)
