@@ -140,6 +140,9 @@ class Dataset:
     load_seconds: float = 0.0
     index_seconds: float = 0.0
     index_def: str | None = None  # the model's CREATE INDEX, dropped for the load
+    namespace_of: np.ndarray | None = (
+        None  # (n,) int: row -> namespace number (bulk_load_namespaces)
+    )
 
     @property
     def size(self) -> int:
@@ -287,6 +290,124 @@ def build_index(dsn: str, ds: Dataset, maintenance_work_mem: str = "1GB") -> Non
             conn.execute(ds.index_def)
         conn.execute("ANALYZE memstate.facts")
     ds.index_seconds = time.perf_counter() - t0
+
+
+def namespace_name(prefix: str, j: int) -> str:
+    """The j-th namespace of a `bulk_load_namespaces` dataset."""
+    return f"{prefix}-{j:05d}"
+
+
+def bulk_load_namespaces(
+    dsn: str,
+    *,
+    kind: str,
+    namespaces: int,
+    per_namespace: int,
+    dim: int,
+    prefix: str = "tenant",
+    seed: int = 13,
+) -> Dataset:
+    """`namespaces` x `per_namespace` facts, COPYed like `bulk_load`: row i lives in
+    namespace `namespace_name(prefix, i // per_namespace)` (one commit row per namespace),
+    then the model's HNSW index is built once and the table ANALYZEd. The Dataset's
+    `namespace` is the prefix; `namespace_of` maps rows to namespace numbers (for exact
+    per-namespace ground truth: mask ``namespace_of == j``)."""
+    import time
+
+    n = namespaces * per_namespace
+    texts = [fact_text(prefix, i) for i in range(n)]
+    if kind == "hashing":
+        model = HashingEmbedder(dim=dim).model
+        matrix = hashing_vectors(texts, dim)
+    elif kind == "random":
+        model = f"random-unit-{dim}"
+        matrix = random_unit_vectors(n, dim, seed)
+    else:
+        raise ValueError(f"unknown vector kind {kind!r}")
+    ids = [
+        uuid.UUID(int=int(x), version=4)
+        for x in np.random.default_rng(seed + n).integers(0, 2**62, n)
+    ]
+    ns_of = np.arange(n) // per_namespace
+    names = [namespace_name(prefix, j) for j in range(namespaces)]
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT memstate.register_model(%s, %s)", (model, dim))
+        index = model_index(conn, model)
+        if index:
+            conn.execute(f"DROP INDEX IF EXISTS memstate.{index[0]}")
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO memstate.commits (namespace, reason) VALUES (%s, 'bench bulk load') "
+                    "RETURNING seq",
+                    [(name,) for name in names],
+                    returning=True,
+                )
+                seqs = []
+                while True:
+                    seqs.append(cur.fetchone()[0])
+                    if not cur.nextset():
+                        break
+            rows = [
+                (fid, names[i // per_namespace], payload_of(t, i), t, seqs[i // per_namespace])
+                for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
+            ]
+            _copy_rows(
+                conn,
+                "facts",
+                [
+                    "fact_id",
+                    "namespace",
+                    "type",
+                    "payload",
+                    "content",
+                    "embedding",
+                    "embedding_model",
+                    "version",
+                    "commit_seq",
+                ],
+                (
+                    (f, ns, "note", p, t, matrix[i], model, 1, s)
+                    for i, (f, ns, p, t, s) in enumerate(rows)
+                ),
+            )
+            _copy_rows(
+                conn,
+                "fact_versions",
+                [
+                    "fact_id",
+                    "version",
+                    "seq",
+                    "namespace",
+                    "type",
+                    "op",
+                    "payload",
+                    "content",
+                    "embedding",
+                    "embedding_model",
+                ],
+                (
+                    (f, 1, s, ns, "note", "put", p, t, matrix[i], model)
+                    for i, (f, ns, p, t, s) in enumerate(rows)
+                ),
+            )
+        loaded = time.perf_counter()
+    ds = Dataset(
+        kind=kind,
+        namespace=prefix,
+        model=model,
+        dim=dim,
+        ids=ids,
+        texts=texts,
+        matrix=matrix,
+        buckets=np.arange(n) % FILTER_BUCKETS,
+        load_seconds=loaded - t0,
+        index_def=index[1] if index else None,
+        namespace_of=ns_of,
+    )
+    build_index(dsn, ds)
+    return ds
 
 
 _COPY_TYPES = {

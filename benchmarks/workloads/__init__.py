@@ -14,6 +14,7 @@ WORKLOADS: dict[str, str] = {
     "commits": "benchmarks.workloads.commits",
     "search": "benchmarks.workloads.search",
     "filtered": "benchmarks.workloads.filtered",
+    "pernamespace": "benchmarks.workloads.pernamespace",
     "mixed": "benchmarks.workloads.mixed",
     "sync": "benchmarks.workloads.sync",
     "reconcile": "benchmarks.workloads.reconcile",

@@ -23,7 +23,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from psycopg_pool import ConnectionPool
 
 from benchmarks import data
 from benchmarks.context import BenchContext, latencies_ms
@@ -48,15 +47,13 @@ class FixedModel:
 
 @contextmanager
 def store_for(
-    dsn: str, ds: data.Dataset, ef_search: int | None = None, max_size: int = 1
+    dsn: str, ds: data.Dataset, ef_search: int | None = None, max_size: int = 10
 ) -> Iterator[MemoryStore]:
-    """A MemoryStore on a dataset's database; `ef_search` is set on its connections."""
+    """A MemoryStore on a dataset's database, made as a user makes one (its own pool, so
+    vectors travel in pgvector's binary format); `ef_search` is set on its connections."""
     emb = HashingEmbedder(dim=ds.dim) if ds.kind == "hashing" else FixedModel(ds.model, ds.dim)
-    opts = {"options": f"-c hnsw.ef_search={ef_search}"} if ef_search else {}
-    with ConnectionPool(
-        dsn, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True, **opts}
-    ) as pool:
-        yield MemoryStore(pool, embedder=emb)
+    with MemoryStore(dsn, embedder=emb, min_size=1, max_size=max_size, ef_search=ef_search) as mem:
+        yield mem
 
 
 @dataclass

@@ -40,6 +40,7 @@ from .checks import (
     to_uuid,
 )
 from .protocol import Attempt, Begin, Embed, Exec, ExecMany, Op
+from .search_sql import SearchModel, statement
 
 Q = queries.get
 logger = logging.getLogger("memstate_pg")
@@ -117,6 +118,7 @@ class StoreCore:
         self.strict_types = strict_types
         self._types: dict[str, FactType] = {}
         self._models_ready: set[str] = set()
+        self._search_models: dict[str, SearchModel] = {}  # see _core/search_sql.py
         self._mirrors: dict[str, Mirror] = {}  # Mirror objects of this process, by name
 
     # -- scope ---------------------------------------------------------------------------
@@ -620,25 +622,42 @@ class StoreCore:
             vectors, model, _ = yield from self._op_vectors([query])
         else:
             vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
-        if model not in self._models_ready:
+        shape = self._search_models.get(model)
+        if shape is None:
             # nothing was ever written with this model: no fact to find (and no DDL on a read)
-            found = yield Exec(Q("model_registered"), {"model": model})
-            if not found["registered"]:
+            row = yield Exec(Q("search_model"), {"model": model})
+            if row is None:
                 return []
-            self._models_ready.add(model)
-        rows = yield Exec(
-            Q("search"),
-            {
-                "namespace": ns,
-                "query": Vec(vectors[0]),
-                "k": k,
-                "filter": json.dumps(doc) if doc is not None else None,
-                "type": type,
-                "model": model,
-                "session_id": session_id,
-            },
-            "all",
+            shape = SearchModel(row["dim"], row["index_name"] is not None, row["vector_schema"])
+            self._search_models[model] = shape
+            self._models_ready.add(model)  # registered: writes need not register it again
+        if len(vectors[0]) != shape.dim:
+            raise ValidationFailed(
+                f"query has {len(vectors[0])} dimensions, model {model!r} has {shape.dim}"
+            )
+        params = {
+            "namespace": ns,
+            "query": Vec(vectors[0]),
+            "k": k,
+            "filter": json.dumps(doc) if doc is not None else None,
+            "type": type,
+            "model": model,
+            "session_id": session_id,
+        }
+        # the statement of memstate.search run directly; when it may have stopped short,
+        # memstate.search itself answers (see _core/search_sql.py)
+        query, exact = statement(
+            shape,
+            model=model,
+            namespace=ns,
+            k=k,
+            payload_filter=doc is not None,
+            fact_type=type is not None,
+            session=session_id is not None,
         )
+        rows = yield Exec(query, params, "all")
+        if (not rows) if exact else len(rows) < k:
+            rows = yield Exec(Q("search"), params, "all")
         return [Hit(fact=fact_from_row({**r, "namespace": ns}), score=r["score"]) for r in rows]
 
     def _op_history(

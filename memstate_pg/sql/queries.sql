@@ -54,7 +54,14 @@ WHERE namespace = %(namespace)s
 ORDER BY created_at, fact_id
 LIMIT %(limit)s
 
+-- name: search_model
+-- What the direct search statement of one model needs (memstate_pg/_core/search_sql.py);
+-- no row: the model was never registered, so no fact has a vector of it.
+SELECT m.dim, m.index_name, memstate._vector_schema() AS vector_schema
+FROM memstate.embedding_models m WHERE m.model = %(model)s
+
 -- name: search
+-- memstate.search itself: when the direct statement may have stopped short (search_sql.py).
 SELECT fact_id, score, type, session_id, payload, content, embedding_model, version, commit_seq,
        created_at, updated_at
 FROM memstate.search(%(namespace)s, %(query)s::vector, %(k)s, %(filter)s::jsonb, %(type)s,

@@ -20,6 +20,7 @@ EXPECTED = {
     "search_random_600",
     "filtered_hashing_600",
     "filtered_random_600",
+    "pernamespace_20x30",
     "mixed",
     "mirror_write",
     "sync",

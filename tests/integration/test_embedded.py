@@ -172,3 +172,44 @@ def test_serve_dsn_psql_and_sigterm(data_dir: Path):
     assert out.returncode == 3 and "Traceback" not in out.stderr
     assert out.stderr.splitlines()[-2].startswith("error: no embedded server is running")
     assert "memstate-pg serve" in out.stderr.splitlines()[-1]
+
+
+def test_server_settings_are_sized_for_the_machine():
+    gb = 1 << 30
+    assert embedded.server_settings(2 * gb) == {
+        "shared_buffers": "128MB",
+        "effective_cache_size": "512MB",
+        "work_mem": "4MB",
+        "maintenance_work_mem": "64MB",
+    }
+    assert embedded.server_settings(8 * gb) == {
+        "shared_buffers": "512MB",
+        "effective_cache_size": "2048MB",
+        "work_mem": "16MB",
+        "maintenance_work_mem": "256MB",
+    }
+    assert embedded.server_settings(64 * gb)["shared_buffers"] == "1024MB"  # never beyond 1GB
+    assert embedded.server_settings(64 * gb)["maintenance_work_mem"] == "512MB"
+
+
+def test_a_new_cluster_starts_with_the_memory_settings(data_dir: Path):
+    """The first start of a fresh cluster already has them (restarted once after initdb);
+    ALTER SYSTEM still overrides them."""
+    import psycopg
+
+    want = embedded.server_settings()
+    dsn = embedded.start(data_dir)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name, value in want.items():
+                got, expected = conn.execute(
+                    "SELECT pg_size_bytes(current_setting(%s)), pg_size_bytes(%s)", (name, value)
+                ).fetchone()
+                assert got == expected, name
+            conn.execute("ALTER SYSTEM SET work_mem = '5MB'")
+            conn.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SHOW work_mem").fetchone()[0] == "5MB"
+    finally:
+        embedded.stop(data_dir)

@@ -1253,6 +1253,26 @@ AS $$
     FROM (SELECT memstate._vector_schema() AS nspname) s
 $$;
 
+-- The model rule of a search: a namespace switched by a re-embed searches only its active
+-- model (MSV01 for any other). True otherwise. memstate.search calls it, and so does the
+-- statement the Python stores run directly (memstate_pg/_core/search_sql.py), as a one-time
+-- filter.
+CREATE OR REPLACE FUNCTION memstate._search_check(p_namespace text, p_model text)
+RETURNS boolean LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_active text := memstate._active_model(p_namespace);
+BEGIN
+    IF v_active IS NOT NULL AND p_model IS DISTINCT FROM v_active THEN
+        PERFORM memstate._fail('MSV01', format(
+            'namespace %L uses embedding model %L (switched by a re-embed), not %L',
+            p_namespace, v_active, p_model),
+            format('search with an embedder of model %L (a search never mixes models)', v_active));
+    END IF;
+    RETURN true;
+END $$;
+
 -- Nearest facts by cosine similarity (1 = same direction; higher is better), compared only
 -- with vectors of the query's model (given, else the namespace's active model, else the one
 -- registered model of that dimension); a namespace switched by a re-embed refuses any other.
@@ -1307,12 +1327,7 @@ BEGIN
     IF v_model IS NULL THEN
         v_model := v_active;  -- a switched namespace searches its active model
     END IF;
-    IF v_active IS NOT NULL AND v_model IS DISTINCT FROM v_active THEN
-        PERFORM memstate._fail('MSV01', format(
-            'namespace %L uses embedding model %L (switched by a re-embed), not %L',
-            p_namespace, v_active, v_model),
-            format('search with an embedder of model %L (a search never mixes models)', v_active));
-    END IF;
+    PERFORM memstate._search_check(p_namespace, v_model);
     IF v_model IS NULL THEN
         SELECT count(*), min(m.model) INTO v_n, v_model FROM memstate.embedding_models m
         WHERE m.dim = v_qdim;
