@@ -48,21 +48,64 @@ class _VecBinaryDumper(Dumper):
         return struct.pack(f">HH{len(values)}f", len(values), 0, *values)
 
 
+class VecList:
+    """Vectors on their way to a `vector[]` parameter (memstate.write_facts)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[Sequence[float]]) -> None:
+        self.items = items
+
+
+class VecListTextDumper(Dumper):
+    oid = 0  # unknown: the `::vector[]` cast in the SQL types it
+
+    def dump(self, obj: VecList) -> bytes:
+        return ("{" + ",".join('"' + vector_text(v) + '"' for v in obj.items) + "}").encode()
+
+
+class _VecListBinaryDumper(Dumper):
+    """PostgreSQL's binary array format: one dimension, no NULL, pgvector's binary
+    elements (the connection's vector oid, set by configure_connection)."""
+
+    format = Format.BINARY
+    element_oid = 0
+
+    def dump(self, obj: VecList) -> bytes:
+        items = obj.items
+        parts = [struct.pack(">iiIii", 1, 0, self.element_oid, len(items), 1)]
+        for values in items:
+            n = len(values)
+            parts.append(struct.pack(f">iHH{n}f", 4 + 4 * n, n, 0, *values))
+        return b"".join(parts)
+
+
 psycopg.adapters.register_dumper(Vec, VecTextDumper)  # the default, for any connection
+psycopg.adapters.register_dumper(VecList, VecListTextDumper)
+
+
+def _register_binary(conn: psycopg.Connection | psycopg.AsyncConnection, info: TypeInfo) -> None:
+    conn.adapters.register_dumper(
+        Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid})
+    )
+    conn.adapters.register_dumper(
+        VecList,
+        type(
+            "VecListBinaryDumper",
+            (_VecListBinaryDumper,),
+            {"oid": info.array_oid, "element_oid": info.oid},
+        ),
+    )
 
 
 def configure_connection(conn: psycopg.Connection) -> None:
     """Pool `configure` hook: dump Vec in binary when the vector type exists here."""
     info = TypeInfo.fetch(conn, "vector")
     if info is not None:
-        conn.adapters.register_dumper(
-            Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid})
-        )
+        _register_binary(conn, info)
 
 
 async def aconfigure_connection(conn: psycopg.AsyncConnection) -> None:
     info = await TypeInfo.fetch(conn, "vector")
     if info is not None:
-        conn.adapters.register_dumper(
-            Vec, type("VecBinaryDumper", (_VecBinaryDumper,), {"oid": info.oid})
-        )
+        _register_binary(conn, info)

@@ -8,10 +8,76 @@ returning the same useful columns (id, score, payload, content).
 
 from __future__ import annotations
 
-import psycopg
-from psycopg.rows import dict_row
+import threading
+import uuid
+from collections.abc import Callable
 
-from benchmarks.commit import floor_copy, floor_single  # noqa: F401 - re-exported
+import psycopg
+import psycopg.types
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from benchmarks.commit import EMB, floor_copy, floor_single  # noqa: F401 - re-exported
+from memstate_pg.vectors import Vec, configure_connection
+
+
+def floor_copy_binary(
+    conn: psycopg.Connection, ns: str, items: list[tuple[str, list[float]]]
+) -> int:
+    """The batch floor of issue 15: one commit row, then a binary COPY of the facts and of
+    their version rows (vectors in pgvector's binary format), in one transaction."""
+    configure_connection(conn)  # Vec dumps binary (idempotent)
+    info = psycopg.types.TypeInfo.fetch(conn, "vector")
+    assert info is not None
+    with conn.transaction():
+        seq = conn.execute(
+            "INSERT INTO memstate.commits (namespace) VALUES (%s) RETURNING seq", (ns,)
+        ).fetchone()[0]
+        rows = [(uuid.uuid4(), Jsonb({"text": t}), t, Vec(v)) for t, v in items]
+        cur = conn.cursor()
+        with cur.copy(
+            "COPY memstate.facts (fact_id, namespace, type, payload, content, embedding,"
+            " embedding_model, version, commit_seq) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                ["uuid", "text", "text", "jsonb", "text", info.oid, "text", "int4", "int8"]
+            )
+            for fid, payload, text, vec in rows:
+                copy.write_row((fid, ns, "note", payload, text, vec, EMB.model, 1, seq))
+        with cur.copy(
+            "COPY memstate.fact_versions (fact_id, version, seq, namespace, type, op, payload,"
+            " content, embedding, embedding_model) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                ["uuid", "int4", "int8", "text", "text", "text", "jsonb", "text", info.oid, "text"]
+            )
+            for fid, payload, text, vec in rows:
+                copy.write_row((fid, 1, seq, ns, "note", "put", payload, text, vec, EMB.model))
+    return len(items)
+
+
+def concurrent(writers: int, work: Callable[[int], int]) -> int:
+    """Runs work(i) for i in range(writers) on as many threads, all started together;
+    returns the operations they did in total (the caller times the whole)."""
+    start = threading.Barrier(writers)
+    counts = [0] * writers
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            start.wait()
+            counts[i] = work(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return sum(counts)
 
 
 def search_sql(dim: int, *, with_filter: bool = False) -> str:

@@ -6,7 +6,7 @@ for SQL callers.
 
 from __future__ import annotations
 
-import math
+import operator
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -34,11 +34,12 @@ def check_directed(vectors: Sequence[Sequence[float]]) -> None:
     """Cosine similarity needs a direction and a length float4 can square: refuse zero
     vectors and vectors whose norm would overflow (NaN scores, or never found)."""
     for i, vec in enumerate(vectors):
-        if not any(abs(x) > _F32_ZERO for x in vec):
+        # C loops (max, sum of map): a few microseconds for 384 floats
+        if not vec or max(map(abs, vec)) <= _F32_ZERO:
             raise ValidationFailed(
                 f"vector {i} is all zeros: it has no direction to compare by cosine"
             )
-        if math.fsum(x * x for x in vec) > MAX_NORM**2:
+        if sum(map(operator.mul, vec, vec)) > MAX_NORM**2:
             raise ValidationFailed(f"vector {i} is too long (norm over {MAX_NORM:g}): normalise it")
 
 

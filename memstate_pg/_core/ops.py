@@ -29,7 +29,7 @@ from ..mirrors.base import Mirror
 from ..models import Constraint, Fact, FactVersion, Hit, MirrorStatus, ReembedReport
 from ..sync.outbox import NIL_UUID, MirrorConfig, q
 from ..types import FactType, check_json, check_name, check_text, filter_document, make_type
-from ..vectors import Vec
+from ..vectors import Vec, VecList
 from .checks import (
     INT4_MAX,
     check_directed,
@@ -342,7 +342,7 @@ class StoreCore:
         reason: str | None = None,
         idempotency_key: str | None = None,
     ) -> Op[list[UUID]]:
-        """Many facts, one embedding call, one commit seq, one round trip (pipelined)."""
+        """Many facts, one embedding call, one commit seq, one statement."""
         facts = list(facts)
         if not all(isinstance(f, Fact) for f in facts):
             raise ValidationFailed("commit_many() takes Facts")
@@ -358,43 +358,40 @@ class StoreCore:
                 raise ValidationFailed("commit_many() writes one namespace at a time")
             ftype = yield from self._op_type(fact.type)
             prepared.append((fact, ftype, *self._prepare_write(ftype, fact.payload, fact.content)))
+        check_meta(session_id=session_id, actor=actor, reason=reason)
+        check_name("idempotency_key", idempotency_key, optional=True)
+        sessions = [session_id if session_id is not None else f.session_id for f in facts]
+        for sid in sessions:
+            check_name("session_id", sid, optional=True)
         given = [f.embedding for f in facts] if all(own) else None
         vectors, model, dim = yield from self._op_vectors(
             [p[3] for p in prepared], given, facts[0].embedding_model
         )
         yield from self._op_model(model, dim)
-        yield Begin()
-        opened = yield Exec(
-            Q("open_commit"),
+        # one statement, so one round trip and (outside a caller's transaction) its own
+        # transaction: memstate.write_facts opens the commit (or replays an idempotent one,
+        # or joins the one open in the caller's transaction) and writes the new facts, the
+        # singleton holders' new versions and all version rows set-based
+        rows = yield Exec(
+            Q("write_facts"),
             {
                 "namespace": ns,
-                "session_id": session_id,
+                "types": [p[1].name for p in prepared],
+                "payloads": [p[2] for p in prepared],
+                "contents": [p[3] for p in prepared],
+                "embeddings": VecList(vectors),
+                "model": model,
+                "session_ids": sessions if any(s is not None for s in sessions) else None,
+                "fact_ids": [str(f.id) if f.id is not None else None for f in facts]
+                if any(f.id is not None for f in facts)
+                else None,
                 "actor": actor,
                 "reason": reason,
                 "idempotency_key": idempotency_key,
+                "session_id": session_id,
             },
+            "all",
         )
-        if opened["replayed"]:
-            return [UUID(x) for x in (opened["result"] or [])]
-        params = [
-            self._write_params(
-                ns=ns,
-                ftype=ftype,
-                payload_text=payload_text,
-                content=content,
-                vec=vec,
-                model=model,
-                session_id=session_id if session_id is not None else fact.session_id,
-                fact_id=fact.id,
-                expected_version=None,
-                actor=actor,
-                reason=reason,
-                idempotency_key=None,
-                mode="put",
-            )
-            for (fact, ftype, payload_text, content), vec in zip(prepared, vectors, strict=True)
-        ]
-        rows = yield ExecMany(Q("write_fact"), params)
         return [r["fact_id"] for r in rows]
 
     def _op_update(

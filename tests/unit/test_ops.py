@@ -49,7 +49,10 @@ def refused(
 
 def writes(requests: list[Request]) -> list[str]:
     """The names of the writing queries among `requests`."""
-    writing = {Q(n): n for n in ("write_fact", "delete_fact", "open_commit", "rollback", "revert")}
+    writing = {
+        Q(n): n
+        for n in ("write_fact", "write_facts", "delete_fact", "open_commit", "rollback", "revert")
+    }
     found = []
     for r in requests:
         if isinstance(r, (Exec, ExecMany)) and r.query in writing:
@@ -82,6 +85,8 @@ class Database:
                 "fact_id": UUID(params["fact_id"]) if params["fact_id"] else uuid4(),
                 "version": 1,
             }
+        if request.query == Q("write_facts"):
+            return [{"fact_id": uuid4(), "version": 1} for _ in params["types"]]
         if request.query == Q("get_fact"):
             return self.facts.get(params["fact_id"])
         if request.query == Q("open_commit"):
@@ -181,31 +186,33 @@ def test_update_of_a_missing_fact_is_not_found_and_writes_nothing(core: StoreCor
     assert not writes(seen)
 
 
-def test_commit_many_is_one_transaction_one_commit_one_pipelined_write(core: StoreCore) -> None:
+def test_commit_many_is_one_statement(core: StoreCore) -> None:
     facts = [Fact(type="note", payload={"text": f"n{i}"}) for i in range(3)]
-    ids, seen = drive(core._op_commit_many(facts), Database())
+    ids, seen = drive(core._op_commit_many(facts, actor="me"), Database())
     assert len(ids) == 3
     embeds = [r for r in seen if isinstance(r, Embed)]
     assert len(embeds) == 1 and embeds[0].texts == ["n0", "n1", "n2"]
-    kinds = [type(r).__name__ for r in seen]
-    assert kinds[-3:] == ["Begin", "Exec", "ExecMany"]
+    assert not any(isinstance(r, Begin | ExecMany) for r in seen)
+    assert writes(seen) == ["write_facts"]  # the commit is opened by write_facts itself
     many = seen[-1]
-    assert isinstance(many, ExecMany) and len(many.params) == 3
+    assert isinstance(many, Exec) and many.params is not None
+    assert many.params["types"] == ["note"] * 3 and many.params["actor"] == "me"
 
 
-def test_commit_many_replayed_returns_the_first_results_without_writing(core: StoreCore) -> None:
-    first = [str(uuid4()), str(uuid4())]
+def test_commit_many_returns_the_replayed_ids_in_order(core: StoreCore) -> None:
+    first = [uuid4(), uuid4()]
     db = Database()
 
     def respond(request: Request) -> Any:
-        if isinstance(request, Exec) and request.query == Q("open_commit"):
-            return {"seq": 3, "replayed": True, "result": first}
+        if isinstance(request, Exec) and request.query == Q("write_facts"):
+            assert request.params is not None and request.params["idempotency_key"] == "k"
+            return [{"fact_id": f, "version": None, "replayed": True} for f in first]
         return db(request)
 
     facts = [Fact(type="note", payload={"text": "a"}), Fact(type="note", payload={"text": "b"})]
     ids, seen = drive(core._op_commit_many(facts, idempotency_key="k"), respond)
-    assert ids == [UUID(x) for x in first]
-    assert not any(isinstance(r, ExecMany) for r in seen)
+    assert ids == first
+    assert writes(seen) == ["write_facts"]
 
 
 def test_as_of_a_time_before_the_first_commit_is_empty(core: StoreCore) -> None:

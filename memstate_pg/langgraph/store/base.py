@@ -599,6 +599,10 @@ class StoreBase:
             # one put: one statement, a commit of its own
             yield from memory._op_commit(facts[0], namespace=self.namespace, actor=self.actor)
             return
+        if not doomed and all(ttl is None for ttl in ttls):
+            # puts only: one statement (memstate.write_facts), a commit of its own
+            yield from memory._op_commit_many(facts, namespace=self.namespace, actor=self.actor)
+            return
         yield Begin()  # one transaction: facts, deletes and TTL clocks commit together
         fact_ids: list[UUID] = []
         if facts:  # one commit for the batch, its writes pipelined; deletes join it

@@ -531,15 +531,24 @@ END $$;
 -- one namespace, whoever writes them (raw INSERTs included), so no tenant can squat on
 -- another namespace's fact id or next version number. SECURITY DEFINER, because those
 -- versions may be in a namespace the writer cannot see; it only reads.
+--
+-- The version log stores a vector only when it changed: a new version whose vector and
+-- embedding model equal its fact's effective vector and model so far is stored with
+-- embedding NULL, meaning "the same vector as the previous version". The effective vector
+-- of version v is the embedding of the newest version <= v whose embedding is not NULL
+-- (memstate.version_embedding); a delete's NULL reads the same way. First versions, and
+-- versions whose vector or model changed (re-embeds), carry theirs. Done here, so that
+-- every writer (the functions, raw INSERTs) keeps the log in this form.
 CREATE OR REPLACE FUNCTION memstate._versions_rules()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_last record;
+    v_vec  pg_catalog.float4[];
 BEGIN
     PERFORM memstate._check_sizes(NEW.payload, NEW.content);
-    SELECT v.namespace, v.version INTO v_last FROM memstate.fact_versions v
+    SELECT v.namespace, v.version, v.embedding_model INTO v_last FROM memstate.fact_versions v
     WHERE v.fact_id = NEW.fact_id ORDER BY v.version DESC LIMIT 1;
     IF FOUND AND v_last.namespace IS DISTINCT FROM NEW.namespace THEN
         PERFORM memstate._fail('MSC01', format('fact id %s belongs to another namespace', NEW.fact_id));
@@ -547,6 +556,15 @@ BEGIN
     IF NEW.version IS DISTINCT FROM coalesce(v_last.version, 0) + 1 THEN
         PERFORM memstate._fail('MSC01', format('fact %s: version %s would not follow version %s',
                                                NEW.fact_id, NEW.version, coalesce(v_last.version, 0)));
+    END IF;
+    IF NEW.embedding IS NOT NULL AND NEW.op <> 'delete' AND v_last.version IS NOT NULL
+       AND v_last.embedding_model IS NOT DISTINCT FROM NEW.embedding_model THEN
+        SELECT v.embedding::pg_catalog.float4[] INTO v_vec FROM memstate.fact_versions v
+        WHERE v.fact_id = NEW.fact_id AND v.embedding IS NOT NULL
+        ORDER BY v.version DESC LIMIT 1;
+        IF v_vec = NEW.embedding::pg_catalog.float4[] THEN
+            NEW.embedding := NULL;  -- unchanged: the log keeps the earlier version's copy
+        END IF;
     END IF;
     RETURN NEW;
 END $$;
@@ -834,6 +852,184 @@ BEGIN
     END IF;
 END $$;
 
+-- Many facts of one namespace in one commit (MemoryStore.commit_many): the same rules and
+-- results as one memstate.write_fact call per element, in order, with mode 'put' and one
+-- commit: the one open in this transaction for the namespace, else a new one (session
+-- `p_session_id`, actor, reason, idempotency key), which stays open for the rest of the
+-- transaction, as after memstate.begin_commit; `p_session_ids` are the facts' sessions.
+-- Set-based when no element names a fact id and no singleton key appears twice: one
+-- INSERT of the new facts, one UPDATE of the singleton holders, one INSERT of their
+-- versions (so one outbox statement), instead of a function call and its statements per
+-- fact. When a concurrent writer took a singleton key (or changed its holder) meanwhile,
+-- that attempt is rolled back and made again (at most 20 times, then element by element
+-- through write_fact). Returns one row per element: its position (1-based), fact id, new
+-- version, the commit seq, and whether the commit was an idempotent replay (then nothing
+-- was written, version is NULL and fact_id the replayed commit's id at that position).
+CREATE OR REPLACE FUNCTION memstate.write_facts(
+    p_namespace text, p_types text[], p_payloads jsonb[], p_contents text[],
+    p_embeddings vector[], p_embedding_model text, p_session_ids text[] DEFAULT NULL,
+    p_fact_ids uuid[] DEFAULT NULL, p_actor text DEFAULT NULL, p_reason text DEFAULT NULL,
+    p_idempotency_key text DEFAULT NULL, p_session_id text DEFAULT NULL)
+RETURNS TABLE (ord int, fact_id uuid, version int, seq bigint, replayed boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n      int := coalesce(pg_catalog.cardinality(p_types), 0);
+    v_open   jsonb;
+    v_seq    bigint;
+    v_keyed  boolean;
+    v_result jsonb;
+    v_ids      uuid[];
+    v_vers     int[];
+    v_targets  uuid[];
+    v_keys     text[];
+    v_contents text[];
+    v_added    int;
+    v_set      boolean;
+    v_done     boolean := false;
+    v_try      int;
+    v_t      record;
+    v_i      int;
+    v_w      record;
+BEGIN
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    IF coalesce(pg_catalog.cardinality(p_payloads), 0) <> v_n
+       OR coalesce(pg_catalog.cardinality(p_contents), v_n) <> v_n
+       OR coalesce(pg_catalog.cardinality(p_embeddings), 0) <> v_n
+       OR coalesce(pg_catalog.cardinality(p_session_ids), v_n) <> v_n
+       OR coalesce(pg_catalog.cardinality(p_fact_ids), v_n) <> v_n THEN
+        PERFORM memstate._fail('MSV01', 'write_facts: the arrays must have one element per fact');
+    END IF;
+    IF p_embedding_model IS NULL OR pg_catalog.array_position(p_embeddings, NULL) IS NOT NULL THEN
+        PERFORM memstate._fail('MSV01', 'embedding and embedding_model are required');
+    END IF;
+    v_open := nullif(current_setting('memstate.open_commits', true), '')::jsonb -> p_namespace;
+    IF v_open IS NULL THEN
+        SELECT o.seq, o.replayed, o.result INTO v_w
+        FROM memstate.open_commit(p_namespace, p_session_id, p_actor, p_reason, p_idempotency_key) o;
+        IF v_w.replayed THEN
+            RETURN QUERY SELECT e.ordinality::int, (e.value #>> '{}')::uuid, NULL::int, v_w.seq, true
+                         FROM jsonb_array_elements(coalesce(v_w.result, '[]')) WITH ORDINALITY e;
+            RETURN;
+        END IF;
+        v_open := nullif(current_setting('memstate.open_commits', true), '')::jsonb -> p_namespace;
+    END IF;
+    v_seq := (v_open ->> 'seq')::bigint;
+    v_keyed := (v_open ->> 'keyed')::boolean;
+
+    -- Set-based unless an element names a fact id or a singleton key repeats.
+    v_set := p_fact_ids IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p_fact_ids) x WHERE x IS NOT NULL);
+    IF v_set THEN
+        FOR v_t IN
+            SELECT u.type, t.json_schema, t.singleton_key, t.text_field, t.type IS NOT NULL AS known,
+                   count(*) AS n,
+                   count(DISTINCT u.payload ->> t.singleton_key) AS keys
+            FROM ROWS FROM (pg_catalog.unnest(p_types), pg_catalog.unnest(p_payloads)) AS u(type, payload)
+            LEFT JOIN memstate.types t ON t.type = u.type
+            GROUP BY u.type, t.type, t.json_schema, t.singleton_key, t.text_field
+        LOOP
+            IF v_t.singleton_key IS NOT NULL AND v_t.keys < v_t.n THEN
+                v_set := false;  -- the same key twice: each write sees the one before it
+            END IF;
+        END LOOP;
+    END IF;
+
+    FOR v_try IN 1 .. CASE WHEN v_set THEN 20 ELSE 0 END LOOP
+        BEGIN
+            -- the checks of write_fact, for every element, before any write
+            FOR v_t IN
+                SELECT DISTINCT u.type FROM pg_catalog.unnest(p_types) AS u(type)
+                WHERE NOT EXISTS (SELECT 1 FROM memstate.types t WHERE t.type = u.type)
+            LOOP
+                PERFORM memstate._unknown_type(v_t.type);
+            END LOOP;
+            PERFORM memstate.validate_payload(t.json_schema, u.payload)
+            FROM ROWS FROM (pg_catalog.unnest(p_types), pg_catalog.unnest(p_payloads)) AS u(type, payload)
+            LEFT JOIN memstate.types t ON t.type = u.type;
+            SELECT pg_catalog.array_agg(coalesce(u.content, memstate.derive_content(t.text_field, u.payload)) ORDER BY u.ord),
+                   pg_catalog.array_agg(CASE WHEN t.singleton_key IS NOT NULL THEN u.payload ->> t.singleton_key END ORDER BY u.ord),
+                   pg_catalog.array_agg(f.fact_id ORDER BY u.ord),
+                   pg_catalog.array_agg(coalesce(f.fact_id, pg_catalog.gen_random_uuid()) ORDER BY u.ord)
+            INTO v_contents, v_keys, v_targets, v_ids
+            FROM ROWS FROM (pg_catalog.unnest(p_types), pg_catalog.unnest(p_payloads), pg_catalog.unnest(p_contents)) WITH ORDINALITY AS u(type, payload, content, ord)
+            LEFT JOIN memstate.types t ON t.type = u.type
+            LEFT JOIN memstate.facts f
+              ON t.singleton_key IS NOT NULL AND f.namespace = p_namespace AND f.type = u.type
+             AND f.singleton_value = u.payload ->> t.singleton_key;
+            v_vers := pg_catalog.array_fill(NULL::int, ARRAY[v_n]);
+            -- the live holders of singleton keys: a new version each, locked in fact id
+            -- order (and new keys inserted in key order), so that batches racing for the
+            -- same keys wait for each other instead of deadlocking
+            PERFORM 1 FROM memstate.facts f
+            WHERE f.fact_id = ANY (v_targets) ORDER BY f.fact_id FOR UPDATE;
+            FOR v_w IN
+                UPDATE memstate.facts f SET
+                    payload = p_payloads[u.ord], content = v_contents[u.ord], embedding = p_embeddings[u.ord],
+                    embedding_model = p_embedding_model, session_id = p_session_ids[u.ord],
+                    version = f.version + 1, commit_seq = v_seq, updated_at = now()
+                FROM pg_catalog.unnest(v_targets) WITH ORDINALITY AS u(target, ord)
+                WHERE u.target IS NOT NULL AND f.fact_id = u.target AND f.namespace = p_namespace
+                  AND f.type = p_types[u.ord] AND f.singleton_value = v_keys[u.ord]
+                RETURNING u.ord, f.version
+            LOOP
+                v_vers[v_w.ord] := v_w.version;
+            END LOOP;
+            -- the new facts
+            INSERT INTO memstate.facts AS f
+                (fact_id, namespace, type, session_id, payload, content, embedding, embedding_model,
+                 version, commit_seq)
+            SELECT v_ids[u.ord], p_namespace, p_types[u.ord], p_session_ids[u.ord], p_payloads[u.ord],
+                   v_contents[u.ord], p_embeddings[u.ord], p_embedding_model, 1, v_seq
+            FROM pg_catalog.generate_series(1, v_n) AS u(ord)
+            WHERE v_targets[u.ord] IS NULL
+            ORDER BY p_types[u.ord], v_keys[u.ord], u.ord
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS v_added = ROW_COUNT;
+            IF v_added < (SELECT count(*) FROM pg_catalog.unnest(v_targets) x WHERE x IS NULL)
+               OR (SELECT count(*) FROM pg_catalog.unnest(v_vers) x WHERE x IS NOT NULL)
+                  < (SELECT count(*) FROM pg_catalog.unnest(v_targets) x WHERE x IS NOT NULL) THEN
+                -- a holder went, or a key was taken, concurrently: undo, look again
+                RAISE EXCEPTION USING ERRCODE = 'MSR01', MESSAGE = 'write_facts: retry one by one';
+            END IF;
+            v_vers := ARRAY(SELECT coalesce(v_vers[u.ord], 1) FROM pg_catalog.generate_series(1, v_n) AS u(ord)
+                            ORDER BY u.ord);
+            INSERT INTO memstate.fact_versions
+                (fact_id, version, seq, namespace, type, session_id, op, payload, content, embedding,
+                 embedding_model)
+            SELECT v_ids[u.ord], v_vers[u.ord], v_seq, p_namespace, p_types[u.ord], p_session_ids[u.ord],
+                   CASE WHEN v_targets[u.ord] IS NULL THEN 'put' ELSE 'update' END, p_payloads[u.ord],
+                   v_contents[u.ord], p_embeddings[u.ord], p_embedding_model
+            FROM pg_catalog.generate_series(1, v_n) AS u(ord)
+            ORDER BY u.ord;
+            v_done := true;
+            EXIT;
+        EXCEPTION WHEN SQLSTATE 'MSR01' THEN
+            NULL;  -- rolled back to the start of this attempt
+        END;
+    END LOOP;
+
+    IF NOT v_done THEN  -- not set-based, or still racing after 20 attempts
+        v_ids := '{}';
+        v_vers := '{}';
+        FOR v_i IN 1 .. v_n LOOP
+            SELECT w.fact_id, w.version INTO v_w
+            FROM memstate.write_fact(p_namespace, p_types[v_i], p_payloads[v_i], p_contents[v_i],
+                                     p_embeddings[v_i], p_embedding_model, p_session_ids[v_i],
+                                     p_fact_ids[v_i], NULL, p_actor, p_reason, NULL, 'put') w;
+            v_ids := v_ids || v_w.fact_id;
+            v_vers := v_vers || v_w.version;
+        END LOOP;
+    ELSIF v_keyed THEN
+        UPDATE memstate.commits c SET result = coalesce(c.result, '[]'::jsonb) || pg_catalog.to_jsonb(v_ids::text[])
+        WHERE c.seq = v_seq;
+    END IF;
+    RETURN QUERY SELECT x.ord::int, x.id, x.ver, v_seq, false
+                 FROM ROWS FROM (pg_catalog.unnest(v_ids), pg_catalog.unnest(v_vers)) WITH ORDINALITY AS x(id, ver, ord);
+END $$;
+
 -- DESIGN.md's entry point for SQL callers: create or update a fact, returns its id.
 CREATE OR REPLACE FUNCTION memstate.commit_fact(
     namespace text, type text, payload jsonb, content text, embedding vector,
@@ -895,6 +1091,18 @@ END $$;
 -- Undo: rollback, revert, sessions
 -- ---------------------------------------------------------------------------------------
 
+-- The vector of version `p_version` of a fact: the version log stores a vector only when
+-- it changed (see memstate._versions_rules), so this is the embedding of the newest version
+-- at or before it that carries one. NULL: no such version (or not visible to the caller).
+CREATE OR REPLACE FUNCTION memstate.version_embedding(p_fact_id uuid, p_version int)
+RETURNS vector LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT v.embedding FROM memstate.fact_versions v
+    WHERE v.fact_id = p_fact_id AND v.version <= p_version AND v.embedding IS NOT NULL
+    ORDER BY v.version DESC LIMIT 1
+$$;
+
 -- Writes, as commit `p_seq`, the state each fact touched by the commits `p_targets` had
 -- just before the first of them. Refuses (MSC01) when a later counted commit that is still
 -- in effect changed such a fact: undoing would silently throw that change away.
@@ -929,6 +1137,9 @@ BEGIN
         END IF;
         SELECT * INTO v_prev FROM memstate.fact_versions v
         WHERE v.fact_id = v_f.fact_id AND v.version = v_f.first_version - 1;
+        IF v_prev.fact_id IS NOT NULL AND v_prev.op <> 'delete' AND v_prev.embedding IS NULL THEN
+            v_prev.embedding := memstate.version_embedding(v_prev.fact_id, v_prev.version);
+        END IF;
 
         IF v_prev.fact_id IS NULL OR v_prev.op = 'delete' THEN
             IF v_cur.fact_id IS NOT NULL THEN          -- did not exist before: delete it
