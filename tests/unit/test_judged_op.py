@@ -77,7 +77,10 @@ class World:
             return out
         if request.query == Q("model_registered"):
             return {"registered": True}
-        if request.query == Q("search"):
+        if request.query == Q("search_model"):
+            return {"dim": EMB.dim, "index_name": None, "vector_schema": "public"}
+        if request.query == Q("search") or {"query", "k", "namespace"} <= set(params):
+            # pgvector's search: memstate.search, or its statement run directly
             return [row(fid, v, t) for fid, (v, t) in list(self.facts.items())[:3]]
         raise AssertionError(f"unexpected query {request.query[:60]!r}")
 
@@ -89,8 +92,8 @@ def core_with(mirror: Any) -> StoreCore:
 
 
 def queries(seen: list[Request]) -> list[str]:
-    names = {Q(n): n for n in ("judge_hits", "search", "model_registered")}
-    return [names.get(r.query, "?") for r in seen if isinstance(r, Exec)]
+    names = {Q(n): n for n in ("judge_hits", "search", "search_model")}
+    return [names.get(r.query, "search") for r in seen if isinstance(r, Exec)]
 
 
 def ids(n: int) -> list[str]:
@@ -125,7 +128,7 @@ def test_too_few_survivors_are_completed_from_pgvector() -> None:
     a, b = ids(2)
     world = World({a: (1, "apple"), b: (1, "apple pie")}, {a: (2, "x"), b: (1, "apple pie")})
     got, seen = drive(search_via(core_with(world.mirror), "m", "apple", 2), world)
-    assert queries(seen) == ["judge_hits", "model_registered", "search"]
+    assert queries(seen) == ["judge_hits", "search_model", "search"]
     assert got.stale == 1 and got.from_pgvector >= 1
 
 
@@ -136,7 +139,7 @@ def test_a_mirror_that_is_down_falls_back_to_pgvector() -> None:
     flaky.set_down()
     got, seen = drive(search_via(core_with(flaky), "m", "apple", 1), world)
     assert got.fallback == "injected: mirror down"
-    assert queries(seen) == ["model_registered", "search"] and got.from_pgvector == len(got)
+    assert queries(seen) == ["search_model", "search"] and got.from_pgvector == len(got)
 
 
 def test_unknown_and_blind_mirrors_are_refused_before_any_query() -> None:
