@@ -113,7 +113,7 @@ TARGETS: tuple[Target, ...] = (
         "commits",
         0.9,
         ">=",
-        series="MemoryStore.commit, 8 writers",
+        series="MemoryStore.commit (vector given), 8 writers",
         baseline="raw psycopg floor, 8 writers",
     ),
     Target(
@@ -123,7 +123,7 @@ TARGETS: tuple[Target, ...] = (
         0.9,
         ">=",
         series="MemoryStore.commit_many (vectors given)",
-        baseline="raw psycopg COPY",
+        baseline="raw psycopg binary COPY",
         result="commit_batch",
         requires=((("batch",), 1000),),
     ),

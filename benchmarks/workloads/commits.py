@@ -44,6 +44,9 @@ def _float_items(prefix: str, n: int, dim: int) -> list[tuple[str, list[float]]]
 
 
 WRITERS = 8
+# the labels benchmarks/targets.py names (literal, so a test can find them)
+FLOOR_WRITERS = "raw psycopg floor, 8 writers"
+OURS_WRITERS = "MemoryStore.commit (vector given), 8 writers"
 
 
 def _facts(prefix: str, n: int, dim: int, *, with_vectors: bool) -> list[Fact]:
@@ -102,14 +105,12 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                 "MemoryStore.commit (embeds inside)": _ours_single(mem, ctx.dim, False),
             }
             together: dict[str, Prepare] = {
-                f"raw psycopg floor, {WRITERS} writers": lambda r, n: _bind(
+                FLOOR_WRITERS: lambda r, n: _bind(
                     raw_pg.concurrent,
                     WRITERS,
                     _floor_writers(raws, f"fc{r}", n, ctx.dim),
                 ),
-                f"MemoryStore.commit (vector given), {WRITERS} writers": _ours_concurrent(
-                    many, ctx.dim
-                ),
+                OURS_WRITERS: _ours_concurrent(many, ctx.dim),
             }
             batches: dict[str, Prepare] = {
                 "raw psycopg binary COPY": lambda r, n: _bind(
@@ -130,7 +131,7 @@ def run(ctx: BenchContext) -> list[BenchResult]:
                 together,
                 max(5, sz.single // 4),
                 concurrent,
-                baseline=f"raw psycopg floor, {WRITERS} writers",
+                baseline=FLOOR_WRITERS,
             )
             _interleave(ctx, batches, sz.batch, batched, baseline="raw psycopg binary COPY")
         finally:
@@ -259,7 +260,7 @@ def _targets(single: BenchResult, batched: BenchResult, concurrent: BenchResult)
     ours = single.series_by("MemoryStore.commit (vector given)")
     r = single.ratio(ours) if ours else None
     single.target("commit vs raw floor", r, ">= 0.9x", None if r is None else r >= 0.9)
-    ours = concurrent.series_by(f"MemoryStore.commit (vector given), {WRITERS} writers")
+    ours = concurrent.series_by(OURS_WRITERS)
     r = concurrent.ratio(ours) if ours else None
     concurrent.target(
         f"commit vs raw floor, {WRITERS} writers", r, ">= 0.9x", None if r is None else r >= 0.9
