@@ -22,7 +22,16 @@ from ._core import judged, ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
-from ._core.runner import acheckout, run_async
+from ._core.replicas import (
+    ReplicaSet,
+    StoreStatus,
+    commit_lsn,
+    fence,
+    format_token,
+    make_replicas,
+    parse_token,
+)
+from ._core.runner import acheckout, arecorder, arun_read, run_async
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
@@ -64,8 +73,13 @@ class AsyncMemoryStore(StoreCore):
         ef_search: int | None = None,
         connect_timeout: float = 5,
         strict_types: bool = False,
+        replicas: Sequence[str | AsyncConnectionPool] = (),
+        replica_wait: float = 0.5,
+        replica_max_lag: float = 10.0,
         **options: Any,
     ) -> None:
+        """The options of MemoryStore (`replicas`: streaming standbys for reads, with
+        read-your-writes; see there)."""
         super().__init__(
             embedder=embedder, namespace=namespace, strict_types=strict_types, **options
         )
@@ -81,6 +95,18 @@ class AsyncMemoryStore(StoreCore):
             ef_search=ef_search,
             connect_timeout=connect_timeout,
             name="memstate-async",
+        )
+        self._replicas: ReplicaSet | None = make_replicas(
+            AsyncConnectionPool,
+            replicas,
+            owner="AsyncMemoryStore",
+            configure=self._configure_connection,
+            min_size=min_size,
+            max_size=max_size,
+            ef_search=ef_search,
+            connect_timeout=connect_timeout,
+            wait=replica_wait,
+            max_lag=replica_max_lag,
         )
 
     async def _configure_connection(self, conn: psycopg.AsyncConnection) -> None:
@@ -117,15 +143,24 @@ class AsyncMemoryStore(StoreCore):
     async def open_pool(self) -> None:
         if self._owns_pool and self._pool.closed:
             await self._pool.open()
+        for replica in self._replicas.replicas if self._replicas else ():
+            if replica.owned and replica.pool.closed:
+                await replica.pool.open()
 
     async def migrate(self) -> None:
         await asyncio.to_thread(migrations.upgrade, self.dsn)
         if self._owns_pool and not self._pool.closed:
             await self._pool.drain()
+        for replica in self._replicas.replicas if self._replicas else ():
+            if replica.owned and not replica.pool.closed:
+                await replica.pool.drain()
 
     async def close(self) -> None:
         if self._owns_pool:
             await self._pool.close()
+        for replica in self._replicas.replicas if self._replicas else ():
+            if replica.owned:
+                await replica.pool.close()
 
     async def __aenter__(self) -> AsyncMemoryStore:
         await self.open_pool()
@@ -138,6 +173,26 @@ class AsyncMemoryStore(StoreCore):
     def pool(self) -> AsyncConnectionPool:
         return self._pool
 
+    @property
+    def write_token(self) -> str | None:
+        """The newest write of this store as a token for `after=` (see MemoryStore)."""
+        return self._replicas.token if self._replicas else None
+
+    async def fence(self) -> str:
+        """Note the primary's WAL position now and return it as a write token: every later
+        read of this store (and any read given the token as `after=`) sees all that was
+        committed before this call, e.g. writes you committed on your own connection."""
+        row = await run_async(
+            fence(),
+            pool=self._pool,
+            embedder=self.embedder,
+            open_pool=self._owns_pool,
+            health=self._health,
+        )
+        if self._replicas is not None:
+            self._replicas.recorded(row)
+        return format_token(commit_lsn(row))
+
     async def _run(self, op: Op[T], conn: psycopg.AsyncConnection | None = None) -> T:
         """Perform an operation's requests (see memstate_pg._core.runner)."""
         return await run_async(
@@ -147,9 +202,22 @@ class AsyncMemoryStore(StoreCore):
             conn=conn,
             open_pool=self._owns_pool,
             health=self._health,
+            record=self._replicas if conn is None else None,
         )
 
-    async def _read(self, make: Callable[[], Op[T]]) -> T:
+    async def _read(self, make: Callable[[], Op[T]], after: str | None = None) -> T:
+        if self._replicas is not None:
+            return await arun_read(
+                make,
+                pool=self._pool,
+                embedder=self.embedder,
+                health=self._health,
+                replicas=self._replicas,
+                after=after,
+                open_pool=self._owns_pool,
+            )
+        if after is not None:
+            parse_token(after)  # a malformed token is refused with or without replicas
         return await run_async(
             make(),
             pool=self._pool,
@@ -281,6 +349,8 @@ class AsyncMemoryStore(StoreCore):
                 await self._run(self._op_model(self.embedder.model, self.embedder.dim))
             async with contextlib.AsyncExitStack() as stack:
                 c = conn if conn is not None else await self._connection(stack)
+                if conn is None and self._replicas is not None:  # after COMMIT: its LSN
+                    stack.push_async_exit(arecorder(c, self._replicas))
                 await stack.enter_async_context(c.transaction())
                 ns, row = await self._run(
                     self._op_open_commit(namespace, session_id, actor, reason, idempotency_key),
@@ -339,8 +409,8 @@ class AsyncMemoryStore(StoreCore):
             )
         )
 
-    async def get(self, fact_id: UUID | str) -> Fact | None:
-        return await self._read(lambda: self._op_get(fact_id))
+    async def get(self, fact_id: UUID | str, *, after: str | None = None) -> Fact | None:
+        return await self._read(lambda: self._op_get(fact_id), after)
 
     async def query(
         self,
@@ -350,11 +420,13 @@ class AsyncMemoryStore(StoreCore):
         namespace: str | None = None,
         session_id: str | None = None,
         limit: int | None = None,
+        after: str | None = None,
     ) -> list[Fact]:
         return await self._read(
             lambda: self._op_query(
                 type, filters, namespace=namespace, session_id=session_id, limit=limit
-            )
+            ),
+            after,
         )
 
     async def search(
@@ -367,6 +439,7 @@ class AsyncMemoryStore(StoreCore):
         filters: dict[str, Any] | None = None,
         session_id: str | None = None,
         via: str | None = None,
+        after: str | None = None,
     ) -> list[Hit]:
         """See MemoryStore.search (`via`: search served by a mirror, judged by Postgres)."""
         if via is not None:
@@ -380,12 +453,14 @@ class AsyncMemoryStore(StoreCore):
                     type=type,
                     filters=filters,
                     session_id=session_id,
-                )
+                ),
+                after,
             )
         return await self._read(
             lambda: self._op_search(
                 query, k, namespace=namespace, type=type, filters=filters, session_id=session_id
-            )
+            ),
+            after,
         )
 
     async def history(
@@ -395,28 +470,36 @@ class AsyncMemoryStore(StoreCore):
         namespace: str | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        after: str | None = None,
     ) -> list[FactVersion]:
         return await self._read(
             lambda: self._op_history(
                 fid, namespace=namespace, limit=limit, newest_first=newest_first
-            )
+            ),
+            after,
         )
 
-    async def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
-        return await self._read(lambda: self._op_as_of(point, namespace=namespace))
+    async def as_of(
+        self, point: int | datetime, *, namespace: str | None = None, after: str | None = None
+    ) -> list[Fact]:
+        return await self._read(lambda: self._op_as_of(point, namespace=namespace), after)
 
     async def commits(
-        self, *, namespace: str | None = None, limit: int = 20
+        self, *, namespace: str | None = None, limit: int = 20, after: str | None = None
     ) -> list[dict[str, Any]]:
-        return await self._read(lambda: self._op_commits(namespace=namespace, limit=limit))
+        return await self._read(lambda: self._op_commits(namespace=namespace, limit=limit), after)
 
     async def tools(self, **options: Any) -> ToolSet:
         from .tools import atools
 
         return await atools(self, **options)
 
-    async def status(self) -> dict[str, MirrorStatus]:
-        return await self._read(lambda: self._op_status())
+    async def status(self, *, after: str | None = None) -> StoreStatus:
+        """See MemoryStore.status (`.replicas`: what each read replica did)."""
+        mirrors: dict[str, MirrorStatus] = await self._read(lambda: self._op_status(), after)
+        if self._replicas is None:
+            return StoreStatus(mirrors)
+        return self._replicas.status(mirrors)
 
     # -- the embedding-model lifecycle -------------------------------------------------
 
@@ -532,7 +615,7 @@ class AsyncMemoryStore(StoreCore):
         from .sync.reconcile import reconcile
 
         mirror = await self.mirror(name)
-        return await asyncio.to_thread(
+        report = await asyncio.to_thread(
             reconcile,
             lambda: psycopg.connect(self.dsn, autocommit=True),
             name,
@@ -541,6 +624,9 @@ class AsyncMemoryStore(StoreCore):
             page_size=page_size,
             progress=progress,
         )
+        if self._replicas is not None:  # its stored report: visible to this store's status()
+            await self.fence()
+        return report
 
     async def requeue(self, name: str, *, dead_only: bool = True) -> int:
         return await self._run(ops.requeue(name, dead_only=dead_only))

@@ -21,7 +21,16 @@ from ._core import judged, ops
 from ._core.ops import ProgressFn, StoreCore, TransactionBase
 from ._core.pools import ConnectHealth, make_pool
 from ._core.protocol import Op
-from ._core.runner import checkout, run
+from ._core.replicas import (
+    ReplicaSet,
+    StoreStatus,
+    commit_lsn,
+    fence,
+    format_token,
+    make_replicas,
+    parse_token,
+)
+from ._core.runner import checkout, recorder, run, run_read
 from .embedders import Embedder
 from .errors import translate
 from .mirrors.base import Mirror
@@ -66,6 +75,9 @@ class MemoryStore(StoreCore):
         ef_search: int | None = None,
         connect_timeout: float = 5,
         strict_types: bool = False,
+        replicas: Sequence[str | ConnectionPool] = (),
+        replica_wait: float = 0.5,
+        replica_max_lag: float = 10.0,
         **options: Any,
     ) -> None:
         """`ef_search`: pgvector's hnsw.ef_search for this store's connections (default
@@ -73,7 +85,12 @@ class MemoryStore(StoreCore):
         `hnsw_ef_construction` (16, 64) shape the index built for a new embedding model.
         `connect_timeout`: seconds one connection attempt may take (unless the DSN sets
         connect_timeout); a store that cannot reach its server says why within about that.
-        `strict_types`: refuse fact types nobody registered (default: store them as given)."""
+        `strict_types`: refuse fact types nobody registered (default: store them as given).
+        `replicas`: DSNs (or pools) of streaming standbys of this server: reads go there,
+        read-your-writes (a read waits up to `replica_wait` seconds for the standby to
+        replay this store's latest write, or the `after=` token's, else reads the primary);
+        a standby down or lagging more than `replica_max_lag` seconds is passed over
+        (counted in `status().replicas`)."""
         super().__init__(
             embedder=embedder, namespace=namespace, strict_types=strict_types, **options
         )
@@ -90,6 +107,23 @@ class MemoryStore(StoreCore):
             connect_timeout=connect_timeout,
             name="memstate",
         )
+        self._replicas: ReplicaSet | None = None
+        try:
+            self._replicas = make_replicas(
+                ConnectionPool,
+                replicas,
+                owner="MemoryStore",
+                configure=self._configure_connection,
+                min_size=min_size,
+                max_size=max_size,
+                ef_search=ef_search,
+                connect_timeout=connect_timeout,
+                wait=replica_wait,
+                max_lag=replica_max_lag,
+            )
+        except BaseException:
+            self.close()
+            raise
         self._embedded_path: str | None = None
 
     def _configure_connection(self, conn: psycopg.Connection) -> None:
@@ -126,10 +160,16 @@ class MemoryStore(StoreCore):
         migrations.upgrade(self.dsn)
         if self._owns_pool:  # connections opened before pgvector existed dump vectors as text
             self._pool.drain()
+        for replica in self._replicas.replicas if self._replicas else ():
+            if replica.owned:
+                replica.pool.drain()
 
     def close(self) -> None:
         if self._owns_pool:
             self._pool.close()
+        for replica in self._replicas.replicas if self._replicas else ():
+            if replica.owned:
+                replica.pool.close()
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -141,14 +181,49 @@ class MemoryStore(StoreCore):
     def pool(self) -> ConnectionPool:
         return self._pool
 
+    @property
+    def write_token(self) -> str | None:
+        """The newest write of this store as a token (16 hex digits: safe in a cookie)
+        that any store's reads take as `after=`, to see that write and everything before
+        it; None before the first write, and on a store without replicas."""
+        return self._replicas.token if self._replicas else None
+
+    def fence(self) -> str:
+        """Note the primary's WAL position now and return it as a write token: every later
+        read of this store (and any read given the token as `after=`) sees all that was
+        committed before this call, e.g. writes you committed on your own connection."""
+        row = run(fence(), pool=self._pool, embedder=self.embedder, health=self._health)
+        if self._replicas is not None:
+            self._replicas.recorded(row)
+        return format_token(commit_lsn(row))
+
     # -- the runner ----------------------------------------------------------------------
 
     def _run(self, op: Op[T], conn: psycopg.Connection[Any] | None = None) -> T:
         """Perform an operation's requests (see memstate_pg._core.runner)."""
-        return run(op, pool=self._pool, embedder=self.embedder, conn=conn, health=self._health)
+        return run(
+            op,
+            pool=self._pool,
+            embedder=self.embedder,
+            conn=conn,
+            health=self._health,
+            record=self._replicas if conn is None else None,
+        )
 
-    def _read(self, make: Callable[[], Op[T]]) -> T:
-        """Run a read, once more if the connection turns out dead (a server restart)."""
+    def _read(self, make: Callable[[], Op[T]], after: str | None = None) -> T:
+        """Run a read, once more if the connection turns out dead (a server restart); with
+        replicas, on one that has replayed this store's writes and `after`."""
+        if self._replicas is not None:
+            return run_read(
+                make,
+                pool=self._pool,
+                embedder=self.embedder,
+                health=self._health,
+                replicas=self._replicas,
+                after=after,
+            )
+        if after is not None:
+            parse_token(after)  # a malformed token is refused with or without replicas
         return run(make(), pool=self._pool, embedder=self.embedder, again=make, health=self._health)
 
     def _connection(self, stack: contextlib.ExitStack) -> psycopg.Connection[Any]:
@@ -289,6 +364,8 @@ class MemoryStore(StoreCore):
                 self._run(self._op_model(self.embedder.model, self.embedder.dim))
             with contextlib.ExitStack() as stack:
                 c = conn if conn is not None else self._connection(stack)
+                if conn is None and self._replicas is not None:  # after COMMIT: its LSN
+                    stack.push(recorder(c, self._replicas))
                 stack.enter_context(c.transaction())
                 ns, row = self._run(
                     self._op_open_commit(namespace, session_id, actor, reason, idempotency_key), c
@@ -354,8 +431,10 @@ class MemoryStore(StoreCore):
 
     # -- reads ---------------------------------------------------------------------------
 
-    def get(self, fact_id: UUID | str) -> Fact | None:
-        return self._read(lambda: self._op_get(fact_id))
+    def get(self, fact_id: UUID | str, *, after: str | None = None) -> Fact | None:
+        """The live fact `fact_id`, or None. `after`: a write token (see `write_token`) the
+        read must see; every read method takes one."""
+        return self._read(lambda: self._op_get(fact_id), after)
 
     def query(
         self,
@@ -365,12 +444,14 @@ class MemoryStore(StoreCore):
         namespace: str | None = None,
         session_id: str | None = None,
         limit: int | None = None,
+        after: str | None = None,
     ) -> list[Fact]:
         """Live facts by type and equality filters on payload paths (GIN-indexed `@>`)."""
         return self._read(
             lambda: self._op_query(
                 type, filters, namespace=namespace, session_id=session_id, limit=limit
-            )
+            ),
+            after,
         )
 
     def search(
@@ -383,6 +464,7 @@ class MemoryStore(StoreCore):
         filters: dict[str, Any] | None = None,
         session_id: str | None = None,
         via: str | None = None,
+        after: str | None = None,
     ) -> list[Hit]:
         """Nearest live facts by cosine similarity (score: higher is closer).
 
@@ -403,12 +485,14 @@ class MemoryStore(StoreCore):
                     type=type,
                     filters=filters,
                     session_id=session_id,
-                )
+                ),
+                after,
             )
         return self._read(
             lambda: self._op_search(
                 query, k, namespace=namespace, type=type, filters=filters, session_id=session_id
-            )
+            ),
+            after,
         )
 
     def history(
@@ -418,22 +502,28 @@ class MemoryStore(StoreCore):
         namespace: str | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        after: str | None = None,
     ) -> list[FactVersion]:
         """Every version of one fact, or of a namespace, oldest first (`newest_first`:
         the other way round; `limit` keeps the first `limit` in that order)."""
         return self._read(
             lambda: self._op_history(
                 fid, namespace=namespace, limit=limit, newest_first=newest_first
-            )
+            ),
+            after,
         )
 
-    def as_of(self, point: int | datetime, *, namespace: str | None = None) -> list[Fact]:
+    def as_of(
+        self, point: int | datetime, *, namespace: str | None = None, after: str | None = None
+    ) -> list[Fact]:
         """The live facts as they stood right after commit `point` (or at that time)."""
-        return self._read(lambda: self._op_as_of(point, namespace=namespace))
+        return self._read(lambda: self._op_as_of(point, namespace=namespace), after)
 
-    def commits(self, *, namespace: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    def commits(
+        self, *, namespace: str | None = None, limit: int = 20, after: str | None = None
+    ) -> list[dict[str, Any]]:
         """The latest commits of a namespace, newest first."""
-        return self._read(lambda: self._op_commits(namespace=namespace, limit=limit))
+        return self._read(lambda: self._op_commits(namespace=namespace, limit=limit), after)
 
     def tools(self, **options: Any) -> ToolSet:
         """The registered types as tool definitions for a model (OpenAI and Anthropic
@@ -443,9 +533,14 @@ class MemoryStore(StoreCore):
 
         return tools(self, **options)
 
-    def status(self) -> dict[str, MirrorStatus]:
-        """Per mirror: pending and dead outbox rows, lag, last sync and reconcile."""
-        return self._read(lambda: self._op_status())
+    def status(self, *, after: str | None = None) -> StoreStatus:
+        """Per mirror: pending and dead outbox rows, lag, last sync and reconcile (a dict
+        by mirror name); with read replicas, `.replicas`: per replica the reads it served
+        and the reads it passed to the primary by reason, and `.primary_reads`."""
+        mirrors: dict[str, MirrorStatus] = self._read(lambda: self._op_status(), after)
+        if self._replicas is None:
+            return StoreStatus(mirrors)
+        return self._replicas.status(mirrors)
 
     # -- the embedding-model lifecycle -------------------------------------------------
 
@@ -601,7 +696,7 @@ class MemoryStore(StoreCore):
         from .sync.reconcile import reconcile
 
         mirror = self.mirror(name)
-        return reconcile(
+        report = reconcile(
             self._pool.connection,
             name,
             mirror,
@@ -609,6 +704,9 @@ class MemoryStore(StoreCore):
             page_size=page_size,
             progress=progress,
         )
+        if self._replicas is not None:  # its stored report: visible to this store's status()
+            self.fence()
+        return report
 
     def requeue(self, name: str, *, dead_only: bool = True) -> int:
         """Give dead rows (and, with dead_only=False, rows in backoff) a fresh start;

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.support.database",
     "tests.support.loop",
     "tests.support.chroma_server",
+    "tests.support.standby",
 ]

@@ -128,10 +128,12 @@ def make_pool(
     ef_search: int | None,
     connect_timeout: float,
     name: str,
+    timeout: float = 30.0,
 ) -> tuple[P, bool, str]:
     """(pool, owned, dsn): the caller's pool as it is, or a new one for a DSN, with our
     settings: autocommit, connect_timeout, ef_search, the connect-health watch, the idle
-    check after a restart. A new sync pool opens at once, an async one on first use."""
+    check after a restart. A new sync pool opens at once, an async one on first use.
+    `timeout`: how long a checkout may wait for a connection (a read replica's is short)."""
     if isinstance(dsn_or_pool, pool_type):
         conninfo = dsn_or_pool.conninfo
         return dsn_or_pool, False, conninfo if isinstance(conninfo, str) else ""
@@ -152,6 +154,7 @@ def make_pool(
                 reset=_amark_returned,
                 open=False,  # opened on first use, inside the caller's event loop
                 name=name,
+                timeout=timeout,
             ),
             True,
             dsn,
@@ -169,6 +172,7 @@ def make_pool(
                 reset=_mark_returned,
                 open=True,
                 name=name,
+                timeout=timeout,
             ),
             True,
             dsn,

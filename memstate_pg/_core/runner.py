@@ -6,6 +6,11 @@ A runner borrows a pooled connection at the first request that needs one (or use
 caller's `conn`), opens a transaction at `Begin` (a savepoint inside the caller's), runs
 `Attempt` sub-operations in savepoints, and turns database errors, including those
 raised by COMMIT as the block closes, into MemStateError (errors.translate).
+
+With read replicas (see replicas.py), `run_read` / `arun_read` perform a read on a standby
+that has replayed what the read must see, else on the primary; `run(..., record=...)`
+notes the commit LSN of a write on its own connection, after COMMIT, before the
+connection goes back to the pool.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..embedders import Embedder, aembed
 from ..errors import MemStateError, Unavailable, translate
 from .pools import ConnectHealth
 from .protocol import Attempt, Begin, Call, Embed, Exec, ExecMany, Op, Outcome
+from .replicas import PROBE, RECORD_LSN, Replica, ReplicaSet, conflict
 
 T = TypeVar("T")
 
@@ -41,6 +47,7 @@ class _State:
     conn: psycopg.Connection[Any] | None = None
     in_tx: bool = False
     health: ConnectHealth | None = None  # how long to wait for a pooled connection
+    record: ReplicaSet | None = None  # a write: note its commit LSN there
 
 
 def run(
@@ -51,6 +58,7 @@ def run(
     conn: psycopg.Connection[Any] | None = None,
     again: Callable[[], Op[T]] | None = None,
     health: ConnectHealth | None = None,
+    record: ReplicaSet | None = None,
 ) -> T:
     """Perform the requests of `op` and return its value.
 
@@ -59,9 +67,11 @@ def run(
     checks its idle connections and the operation runs once more, so a restart costs no
     failed call. `health`: the store's view of its server (see pools.ConnectHealth): while
     connection attempts fail, a call waits for a pooled connection only briefly, then says why.
+    `record`: the store's replicas; the operation writes, and once it has committed on the
+    connection it borrowed, the WAL position is noted there (read-your-writes).
     """
     try:
-        return _run_once(op, pool, embedder, conn, health)
+        return _run_once(op, pool, embedder, conn, health, record)
     except Unavailable as err:
         if again is None or conn is not None or not _lost(err):
             raise
@@ -75,10 +85,12 @@ def _run_once(
     embedder: Embedder,
     conn: psycopg.Connection[Any] | None,
     health: ConnectHealth | None,
+    record: ReplicaSet | None = None,
 ) -> T:
     try:
         with contextlib.ExitStack() as stack:
-            return _drive(op, _State(pool, embedder, stack, conn, conn, health=health))
+            st = _State(pool, embedder, stack, conn, conn, health=health, record=record)
+            return _drive(op, st)
     except (psycopg.Error, UnicodeEncodeError) as exc:  # a lone surrogate psycopg cannot send
         err = translate(exc)
         if err is exc:
@@ -192,6 +204,8 @@ def _drive(op: Op[T], st: _State) -> T:
             else:
                 if st.conn is None:
                     st.conn = checkout(st.stack, st.pool, st.health)
+                    if st.record is not None:  # runs after COMMIT, before the pool has it back
+                        st.stack.push(recorder(st.conn, st.record))
                 c = st.conn
                 if isinstance(request, Begin):
                     if not st.in_tx:
@@ -209,6 +223,101 @@ def _drive(op: Op[T], st: _State) -> T:
             request = op.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+def recorder(conn: psycopg.Connection[Any], replicas: ReplicaSet) -> Callable[..., bool]:
+    """An exit callback for the stack that holds a write's connection and transaction: once
+    the transaction has committed, the WAL position on that connection goes to `replicas`."""
+
+    def exit_(exc_type: Any, *_: Any) -> bool:
+        if exc_type is None:
+            try:
+                row = execute(conn, Exec(RECORD_LSN))
+            except psycopg.Error:  # committed, but the position is unknown: primary reads
+                row = None
+            replicas.recorded(row)
+        return False
+
+    return exit_
+
+
+def run_read(
+    make: Callable[[], Op[T]],
+    *,
+    pool: ConnectionPool[Any],
+    embedder: Embedder,
+    health: ConnectHealth | None,
+    replicas: ReplicaSet,
+    after: str | None = None,
+) -> T:
+    """A read (safe to repeat) on a replica that has replayed what it must see (the store's
+    newest write, `after`), else on the primary (see replicas.py)."""
+    needed = replicas.needed(after)
+    if needed is not None:
+        deadline = time.monotonic() + replicas.wait
+        for replica in replicas.order():
+            if replicas.skipped(replica):
+                continue
+            served, value = _replica_read(make, replica, replicas, needed, deadline, embedder)
+            if served:
+                return value  # type: ignore[return-value]
+    replicas.to_primary()
+    return run(make(), pool=pool, embedder=embedder, again=make, health=health)
+
+
+def _replica_read(
+    make: Callable[[], Op[T]],
+    replica: Replica,
+    replicas: ReplicaSet,
+    needed: int,
+    deadline: float,
+    embedder: Embedder,
+) -> tuple[bool, T | None]:
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                conn = stack.enter_context(replica.pool.connection(replica.pool.timeout))
+            except PoolTimeout as exc:
+                return _no_connection(replica, replicas, exc), None
+            pause = 0.001
+            while not replicas.fresh(replica, needed):
+                reason = replicas.probed(replica, execute(conn, Exec(PROBE)), needed)
+                if reason is None:
+                    break
+                if reason != "wait":
+                    replicas.missed(replica, reason)
+                    return False, None
+                if time.monotonic() + pause > deadline:
+                    replicas.missed(replica, "behind")
+                    return False, None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+            value = _run_once(make(), replica.pool, embedder, conn, replica.health)
+    except (psycopg.Error, MemStateError) as exc:
+        if not _replica_miss(replica, replicas, exc):
+            raise
+        return False, None
+    replicas.served(replica)
+    return True, value
+
+
+def _no_connection(replica: Replica, replicas: ReplicaSet, exc: PoolTimeout) -> bool:
+    """No pooled connection to the replica in time: down when it cannot be reached, else
+    busy (every connection in use)."""
+    replicas.missed(replica, "down" if replica.health.failing else "busy", exc)
+    return False
+
+
+def _replica_miss(replica: Replica, replicas: ReplicaSet, exc: BaseException) -> bool:
+    """Count a replica's failure to serve a read and say whether the primary should serve
+    it instead (False: the read's own error, raised as the primary would raise it)."""
+    if conflict(exc):
+        replicas.missed(replica, "conflict", exc)
+        return True
+    if isinstance(exc, Unavailable | psycopg.OperationalError | psycopg.InterfaceError):
+        replicas.missed(replica, "down", exc)
+        return True
+    return False
 
 
 def _attempt(request: Attempt[Any], st: _State, c: psycopg.Connection[Any]) -> Outcome[Any]:
@@ -256,6 +365,7 @@ class _AsyncState:
     in_tx: bool = False
     owns_pool: bool = False
     health: ConnectHealth | None = None
+    record: ReplicaSet | None = None
 
 
 async def run_async(
@@ -267,11 +377,12 @@ async def run_async(
     open_pool: bool = False,
     again: Callable[[], Op[T]] | None = None,
     health: ConnectHealth | None = None,
+    record: ReplicaSet | None = None,
 ) -> T:
     """`run` with psycopg's async API; a sync embedder runs in a thread (`aembed`).
     `open_pool`: open the (store-owned) pool first if it is closed."""
     try:
-        return await _arun_once(op, pool, embedder, conn, open_pool, health)
+        return await _arun_once(op, pool, embedder, conn, open_pool, health, record)
     except Unavailable as err:
         if again is None or conn is not None or not _lost(err):
             raise
@@ -286,10 +397,11 @@ async def _arun_once(
     conn: psycopg.AsyncConnection[Any] | None,
     open_pool: bool,
     health: ConnectHealth | None,
+    record: ReplicaSet | None = None,
 ) -> T:
     try:
         async with contextlib.AsyncExitStack() as stack:
-            st = _AsyncState(pool, embedder, stack, conn, conn, False, open_pool, health)
+            st = _AsyncState(pool, embedder, stack, conn, conn, False, open_pool, health, record)
             return await _adrive(op, st)
     except (psycopg.Error, UnicodeEncodeError) as exc:
         err = translate(exc)
@@ -325,6 +437,8 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
                         await st.pool.open()
                     c = await acheckout(st.stack, st.pool, st.health)
                     st.conn = c
+                    if st.record is not None:
+                        st.stack.push_async_exit(arecorder(c, st.record))
                 assert c is not None
                 if isinstance(request, Begin):
                     if not st.in_tx:
@@ -342,6 +456,89 @@ async def _adrive(op: Op[T], st: _AsyncState) -> T:
             request = op.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+def arecorder(conn: psycopg.AsyncConnection[Any], replicas: ReplicaSet) -> Callable[..., Any]:
+    """`recorder` for an async connection."""
+
+    async def exit_(exc_type: Any, *_: Any) -> bool:
+        if exc_type is None:
+            try:
+                row = await aexecute(conn, Exec(RECORD_LSN))
+            except psycopg.Error:
+                row = None
+            replicas.recorded(row)
+        return False
+
+    return exit_
+
+
+async def arun_read(
+    make: Callable[[], Op[T]],
+    *,
+    pool: AsyncConnectionPool[Any],
+    embedder: Embedder,
+    health: ConnectHealth | None,
+    replicas: ReplicaSet,
+    after: str | None = None,
+    open_pool: bool = False,
+) -> T:
+    """`run_read` with psycopg's async API."""
+    needed = replicas.needed(after)
+    if needed is not None:
+        deadline = time.monotonic() + replicas.wait
+        for replica in replicas.order():
+            if replicas.skipped(replica):
+                continue
+            served, value = await _areplica_read(
+                make, replica, replicas, needed, deadline, embedder
+            )
+            if served:
+                return value  # type: ignore[return-value]
+    replicas.to_primary()
+    return await run_async(
+        make(), pool=pool, embedder=embedder, open_pool=open_pool, again=make, health=health
+    )
+
+
+async def _areplica_read(
+    make: Callable[[], Op[T]],
+    replica: Replica,
+    replicas: ReplicaSet,
+    needed: int,
+    deadline: float,
+    embedder: Embedder,
+) -> tuple[bool, T | None]:
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if replica.owned and replica.pool.closed:
+                await replica.pool.open()
+            try:
+                conn = await stack.enter_async_context(
+                    replica.pool.connection(replica.pool.timeout)
+                )
+            except PoolTimeout as exc:
+                return _no_connection(replica, replicas, exc), None
+            pause = 0.001
+            while not replicas.fresh(replica, needed):
+                reason = replicas.probed(replica, await aexecute(conn, Exec(PROBE)), needed)
+                if reason is None:
+                    break
+                if reason != "wait":
+                    replicas.missed(replica, reason)
+                    return False, None
+                if time.monotonic() + pause > deadline:
+                    replicas.missed(replica, "behind")
+                    return False, None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
+            value = await _arun_once(make(), replica.pool, embedder, conn, False, replica.health)
+    except (psycopg.Error, MemStateError) as exc:
+        if not _replica_miss(replica, replicas, exc):
+            raise
+        return False, None
+    replicas.served(replica)
+    return True, value
 
 
 async def _aattempt(
@@ -379,4 +576,4 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], request: Exec | ExecMany)
         return await cur.fetchone()
 
 
-__all__ = ["aexecute", "execute", "run", "run_async"]
+__all__ = ["aexecute", "arun_read", "execute", "run", "run_async", "run_read"]
