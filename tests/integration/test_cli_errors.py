@@ -280,7 +280,15 @@ def test_ctrl_c_is_exit_130_without_a_traceback(
         cli("mirror", "add", "q", "--mirror", f"qdrant:path:{path}", "--dsn", dsn).returncode == 0
     )
     mem.commit(Fact(type="note", payload={"text": "held"}))
-    with rows_held_by_another_worker(dsn):
+    db = conninfo_to_dict(dsn)["dbname"]
+    count = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+        "AND backend_type = 'client backend'"
+    )
+    with rows_held_by_another_worker(dsn), psycopg.connect(pg_admin_dsn, autocommit=True) as adm:
+        # the connections already open (the test's own pool and lock): the child's come on top,
+        # so SIGINT is sent once main() runs, never while the child is still importing
+        before = adm.execute(count, (db,)).fetchone()[0]
         proc = subprocess.Popen(
             [sys.executable, "-m", "memstate_pg", "sync", "--drain", "--timeout", "120"],
             stdout=subprocess.PIPE,
@@ -290,18 +298,12 @@ def test_ctrl_c_is_exit_130_without_a_traceback(
             cwd=ROOT,
         )
         try:
-            db = conninfo_to_dict(dsn)["dbname"]
             deadline = time.monotonic() + 60
-            with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-                while time.monotonic() < deadline and proc.poll() is None:
-                    n = conn.execute(  # the worker's connections: main() is running
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                        "AND backend_type = 'client backend'",
-                        (db,),
-                    ).fetchone()[0]
-                    if n >= 3:  # the test's lock, the store's pool, the worker's own
-                        break
-                    time.sleep(0.1)
+            while time.monotonic() < deadline and proc.poll() is None:
+                n = adm.execute(count, (db,)).fetchone()[0]
+                if n >= before + 2:  # the store's pool and the worker's own: main() runs
+                    break
+                time.sleep(0.1)
             time.sleep(1.0)
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=30)
