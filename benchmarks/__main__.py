@@ -10,6 +10,8 @@ benchmarks/results/, and regenerates the tables in benchmarks/RESULTS.md.
     python -m benchmarks --quick         # tiny sizes, one run: a smoke test, not a measurement
     python -m benchmarks --only search,filtered --large 50000 --runs 7
     python -m benchmarks --results-from benchmarks/results/latest.json   # RESULTS.md only
+    python -m benchmarks --only scale    # 2 x 1M facts, never in the default run (~50 min the
+                                         # first time; then --scale-reuse, see workloads/scale.py)
     MEMSTATE_DSN=postgresql://… python -m benchmarks   # a server of yours (role may CREATE DATABASE)
 
 Large datasets are bulk-loaded with COPY into memstate's tables, the HNSW index built once
@@ -36,10 +38,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import harness
+from benchmarks import harness, scale_report
 from benchmarks import targets as tg
 from benchmarks.context import BenchContext, Sizes, server_info
-from benchmarks.workloads import WORKLOADS, runner
+from benchmarks.workloads import ON_REQUEST, WORKLOADS, runner
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,6 +94,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ef-search", help="comma-separated hnsw.ef_search values to sweep (default 40,100,200)"
     )
     ap.add_argument(
+        "--scale-dir",
+        help="data dir of the scale workload's own server, kept between runs "
+        f"(default {Sizes.scale_dir})",
+    )
+    ap.add_argument(
+        "--scale-reuse",
+        action="store_true",
+        default=None,
+        help="scale: reuse the loaded databases in --scale-dir when they match the sizes",
+    )
+    ap.add_argument(
+        "--scale-sections",
+        help="scale: comma-separated subset of build, search, filtered, namespace, reconcile, "
+        "commit, compact, replica (default: all)",
+    )
+    ap.add_argument(
         "--delegate",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -114,7 +132,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 
 def selected(args: argparse.Namespace) -> list[str]:
-    names = list(WORKLOADS)
+    names = [n for n in WORKLOADS if n not in ON_REQUEST]
     if args.targets:
         # in run order; a target whose workload is not registered shows as "not run"
         needed = set(tg.workloads_needed())
@@ -134,10 +152,12 @@ def write_pages(
     results: list[harness.BenchResult],
     env: dict,
     verdicts: list[tg.Verdict],
+    scale_dir: Path,
 ) -> None:
-    """RESULTS.md and README's summary, or one line saying why not (stale rows)."""
+    """RESULTS.md (with the scale section from `scale_dir`, see benchmarks/scale_report.py)
+    and README's summary, or one line saying why not (stale rows)."""
     try:
-        block = harness.markdown(results, env, verdicts)
+        block = harness.markdown(results, env, verdicts) + scale_report.section(scale_dir)
     except harness.StaleRows as exc:
         console.print(f"[red]RESULTS.md not written: {exc}[/red]")
         return
@@ -188,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
             report["targets"] = judged
             args.results_from.write_text(json.dumps(report, indent=2, default=str))
             console.print(f"re-judged the targets in {args.results_from}")
-        write_pages(args, console, stored, report["env"], verdicts)
+        write_pages(args, console, stored, report["env"], verdicts, args.results_from.parent)
         return report
     sizes = sizes_from(args)
     names = selected(args)
@@ -249,6 +269,24 @@ def main(argv: list[str] | None = None) -> dict:
             results += got
     env["total_seconds"] = round(time.perf_counter() - started, 1)
     env["loadavg"] = {"start": load_start, "end": harness.load_average()}
+    # the scale tables have their own JSON (results/scale-latest.json) and their own section
+    # of RESULTS.md (benchmarks/scale_report.py), so a run of either kind keeps the other's
+    scale = [r for r in results if r.name.startswith("scale_")]
+    if scale:
+        results = [r for r in results if r not in scale]
+        names = [n for n in names if n != "scale"]
+        console.print(
+            "wrote "
+            + ", ".join(str(p) for p in scale_report.write_json(scale, env, args.out, stamp))
+        )
+        if not names:  # a scale-only run: the other tables stay as the last run left them
+            latest = args.out / "latest.json"
+            if not args.no_results and not args.quick and latest.exists():
+                last = json.loads(latest.read_text())
+                stored = harness.results_from_report(last)
+                verdicts = tg.evaluate_all(stored, last["env"], last["env"].get("workloads"))
+                write_pages(args, console, stored, last["env"], verdicts, args.out)
+            return harness.report_dict(scale, env)
     verdicts = tg.evaluate_all(results, env, names)
     console.print(tg.rich_table(verdicts, env))
     kept = kept_results(args, names, console) if args.targets or args.only else []
@@ -261,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
         paths += harness.write_chart(results + kept, args.out, stamp, env)
     console.print("wrote " + ", ".join(str(p) for p in paths))
     if not args.no_results and not args.quick:
-        write_pages(args, console, results + kept, env, verdicts)
+        write_pages(args, console, results + kept, env, verdicts, args.out)
     return report
 
 

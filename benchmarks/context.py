@@ -50,6 +50,11 @@ class Sizes:
     kinds: tuple[str, ...] = ("hashing", "random")  # vector sets of search and filtered
     peers: bool = True  # the comparison peers (MemState 0.5.1, LangGraph) in commits, search
     sync_args: tuple[str, ...] = ()  # argv of benchmarks/sync.py (its defaults when empty)
+    scale_facts: int = 1_000_000  # facts per scale database (workload `scale`, on request only)
+    scale_namespaces: int = 10_000  # namespaces of the scale "many" database
+    scale_dir: str = "/var/tmp/memstate-scale"  # the scale server's data dir (kept)
+    scale_reuse: bool = False  # reuse the loaded scale databases when they match
+    scale_sections: str = ""  # comma-separated scale sections to run (empty: all)
 
     @classmethod
     def targets(cls) -> Sizes:
@@ -92,6 +97,8 @@ class Sizes:
             mirror_points=200,
             ef_search=(40,),
             delegate=False,
+            scale_facts=3000,
+            scale_namespaces=30,
         )
 
 

@@ -20,7 +20,10 @@ WORKLOADS: dict[str, str] = {
     "reconcile": "benchmarks.workloads.reconcile",
     "delegated": "benchmarks.workloads.delegated",
     "judged": "benchmarks.workloads.judged",
+    "scale": "benchmarks.workloads.scale",
 }
+ON_REQUEST = frozenset({"scale"})
+"""Workloads that run only when named (--only): `scale` loads two 1M-fact databases."""
 
 
 def runner(name: str) -> Callable:
