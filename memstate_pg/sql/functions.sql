@@ -306,6 +306,9 @@ END $$;
 -- fact never changes namespace or type, and a fact id that has history belongs to the
 -- namespace of that history. SECURITY DEFINER, because that history may be in a namespace
 -- the writer cannot see (RLS would hide the conflict from the check); it only reads.
+-- It runs for every row written, so the checks of memstate._check_sizes, _vector_dims,
+-- _vector_norm and _active_model are written out here, as the same expressions: each call
+-- of a function with a pinned search_path costs a GUC save/restore and cannot be inlined.
 CREATE OR REPLACE FUNCTION memstate._facts_rules()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -313,9 +316,13 @@ AS $$
 DECLARE
     v_type memstate.types%ROWTYPE;
     v_dim  int;
+    v_vec  pg_catalog.float4[];
     v_norm float8;
     v_ns   text;
     v_active text;
+    v_n    bigint;
+    v_maxp bigint;
+    v_maxc bigint;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.deleted_by := NULL;
@@ -337,19 +344,32 @@ BEGIN
         END IF;
     END IF;
     IF TG_OP = 'INSERT' OR NEW.payload IS DISTINCT FROM OLD.payload OR NEW.content IS DISTINCT FROM OLD.content THEN
-        PERFORM memstate._check_sizes(NEW.payload, NEW.content);
+        -- memstate._check_sizes(NEW.payload, NEW.content), written out
+        v_maxp := (SELECT (c.value #>> '{}')::bigint FROM memstate.config c WHERE c.key = 'max_payload_bytes');
+        v_maxc := (SELECT (c.value #>> '{}')::bigint FROM memstate.config c WHERE c.key = 'max_content_bytes');
+        v_n := pg_catalog.octet_length(NEW.payload::text);
+        IF v_n > v_maxp THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('payload is %s bytes, over the limit of %s', v_n, v_maxp));
+        END IF;
+        v_n := pg_catalog.octet_length(NEW.content);
+        IF v_n > v_maxc THEN
+            PERFORM memstate._fail('MSV01', pg_catalog.format('content is %s bytes, over the limit of %s', v_n, v_maxc));
+        END IF;
     END IF;
+    v_vec := NEW.embedding::pg_catalog.float4[];
     IF TG_OP = 'INSERT' OR NEW.embedding_model IS DISTINCT FROM OLD.embedding_model
-       OR NEW.embedding::float4[] IS DISTINCT FROM OLD.embedding::float4[] THEN
+       OR v_vec IS DISTINCT FROM OLD.embedding::pg_catalog.float4[] THEN
         SELECT dim INTO v_dim FROM memstate.embedding_models WHERE model = NEW.embedding_model;
         IF NOT FOUND THEN
             PERFORM memstate._fail('MSV01', format('unknown embedding model %L: register it first', NEW.embedding_model));
         END IF;
-        IF memstate._vector_dims(NEW.embedding) <> v_dim THEN
+        -- memstate._vector_dims and memstate._vector_norm, written out
+        IF pg_catalog.array_length(v_vec, 1) <> v_dim THEN
             PERFORM memstate._fail('MSV01', pg_catalog.format('embedding has %s dimensions, model %L has %s',
-                                   memstate._vector_dims(NEW.embedding), NEW.embedding_model, v_dim));
+                                   pg_catalog.array_length(v_vec, 1), NEW.embedding_model, v_dim));
         END IF;
-        v_norm := memstate._vector_norm(NEW.embedding);
+        v_norm := (SELECT pg_catalog.sqrt(pg_catalog.sum(x::float8 OPERATOR(pg_catalog.*) x::float8))
+                   FROM pg_catalog.unnest(v_vec) AS x);
         IF v_norm = 0 OR v_norm > 1e19 THEN
             PERFORM memstate._fail('MSV01', 'embedding is all zeros or too long (norm over 1e19): '
                                             'cosine needs a direction and a length float4 can square');
@@ -358,7 +378,8 @@ BEGIN
     -- One vector space per namespace once a re-embed switched it. Checked here, after the
     -- writer's lock on the table is granted, so a write racing memstate.reembed_apply (which
     -- holds a SHARE ROW EXCLUSIVE lock) sees the switch once it may proceed.
-    v_active := memstate._active_model(NEW.namespace);
+    -- memstate._active_model(NEW.namespace), written out
+    SELECT nm.model INTO v_active FROM memstate.namespace_models nm WHERE nm.namespace = NEW.namespace;
     IF v_active IS NOT NULL AND v_active IS DISTINCT FROM NEW.embedding_model THEN
         PERFORM memstate._fail('MSV01', pg_catalog.format(
             'namespace %L uses embedding model %L (switched by a re-embed), not %L',
@@ -375,7 +396,7 @@ BEGIN
         IF v_type.immutable AND (NEW.payload IS DISTINCT FROM OLD.payload
                                  OR NEW.content IS DISTINCT FROM OLD.content
                                  OR (NEW.embedding_model = OLD.embedding_model
-                                     AND NEW.embedding::float4[] IS DISTINCT FROM OLD.embedding::float4[])) THEN
+                                     AND v_vec IS DISTINCT FROM OLD.embedding::pg_catalog.float4[])) THEN
             PERFORM memstate._fail('MSC01', format('facts of type %L are immutable', NEW.type),
                                    format('fact %s', NEW.fact_id));
         END IF;
@@ -519,8 +540,21 @@ AS $$
 DECLARE
     v_last record;
     v_vec  pg_catalog.float4[];
+    v_n    bigint;
+    v_maxp bigint;
+    v_maxc bigint;
 BEGIN
-    PERFORM memstate._check_sizes(NEW.payload, NEW.content);
+    -- memstate._check_sizes(NEW.payload, NEW.content), written out (see _facts_rules)
+    v_maxp := (SELECT (c.value #>> '{}')::bigint FROM memstate.config c WHERE c.key = 'max_payload_bytes');
+    v_maxc := (SELECT (c.value #>> '{}')::bigint FROM memstate.config c WHERE c.key = 'max_content_bytes');
+    v_n := pg_catalog.octet_length(NEW.payload::text);
+    IF v_n > v_maxp THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('payload is %s bytes, over the limit of %s', v_n, v_maxp));
+    END IF;
+    v_n := pg_catalog.octet_length(NEW.content);
+    IF v_n > v_maxc THEN
+        PERFORM memstate._fail('MSV01', pg_catalog.format('content is %s bytes, over the limit of %s', v_n, v_maxc));
+    END IF;
     SELECT v.namespace, v.version, v.embedding_model INTO v_last FROM memstate.fact_versions v
     WHERE v.fact_id = NEW.fact_id ORDER BY v.version DESC LIMIT 1;
     IF FOUND AND v_last.namespace IS DISTINCT FROM NEW.namespace THEN
@@ -548,8 +582,13 @@ CREATE OR REPLACE TRIGGER fact_versions_append_only BEFORE UPDATE OR DELETE ON m
     FOR EACH ROW EXECUTE FUNCTION memstate._append_only();
 CREATE OR REPLACE TRIGGER fact_versions_no_truncate BEFORE TRUNCATE ON memstate.fact_versions
     FOR EACH STATEMENT EXECUTE FUNCTION memstate._append_only();
-CREATE OR REPLACE TRIGGER commits_append_only BEFORE INSERT OR UPDATE OR DELETE ON memstate.commits
+-- A new commit is born with empty bookkeeping: the WHEN clause tests that without calling
+-- the function (once per commit, on the write path), which is only called to refuse one.
+CREATE OR REPLACE TRIGGER commits_append_only BEFORE UPDATE OR DELETE ON memstate.commits
     FOR EACH ROW EXECUTE FUNCTION memstate._append_only();
+CREATE OR REPLACE TRIGGER commits_born_empty BEFORE INSERT ON memstate.commits
+    FOR EACH ROW WHEN (NEW.undoes IS NOT NULL OR NEW.undone_by IS NOT NULL OR NEW.result IS NOT NULL)
+    EXECUTE FUNCTION memstate._append_only();
 
 -- The outbox: every new version becomes one row per enabled mirror that takes its
 -- namespace, type and embedding model (a mirror holds one vector space: its `model`, NULL
@@ -816,7 +855,12 @@ BEGIN
         -- lost the race for a singleton key: the winner's fact is now an update target
     END LOOP;
 
-    PERFORM memstate._log_version(v_row, seq, v_op);
+    -- memstate._log_version(v_row, seq, v_op), written out (its call, once per write, is
+    -- not inlined: it pins search_path); v_op is 'put' or 'update', so the vector goes in
+    INSERT INTO memstate.fact_versions
+        (fact_id, version, seq, namespace, type, session_id, op, payload, content, embedding, embedding_model)
+    VALUES (v_row.fact_id, v_row.version, seq, v_row.namespace, v_row.type, v_row.session_id, v_op,
+            v_row.payload, v_row.content, v_row.embedding, v_row.embedding_model);
     fact_id := v_row.fact_id;
     version := v_row.version;
     IF v_commit.keyed THEN

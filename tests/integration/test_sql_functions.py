@@ -213,3 +213,50 @@ def test_as_of_and_seq_at_from_sql(conn):
     ).fetchall()
     assert rows == [("one", 1)]
     assert scalar(conn, "SELECT memstate.seq_at('t', now() + interval '1 hour')") > s1
+
+
+def test_trigger_rules_hold_for_raw_inserts(conn):
+    """The checks the triggers write out inline (sizes, dimension, norm, the active model, a
+    commit born with empty bookkeeping) refuse raw INSERTs as the helper functions did."""
+    conn.execute("UPDATE memstate.config SET value = '100' WHERE key = 'max_payload_bytes'")
+    conn.execute("UPDATE memstate.config SET value = '10' WHERE key = 'max_content_bytes'")
+    seq = scalar(conn, "SELECT memstate.begin_commit('u1')")
+    raw_fact = """INSERT INTO memstate.facts (fact_id, namespace, type, payload, content, embedding,
+                  embedding_model, version, commit_seq)
+                  VALUES (gen_random_uuid(), %s, 'note', %s::jsonb, %s, %s::vector, 'm3', 1, %s)"""
+    cases = [
+        (("u1", '{"text":"' + "x" * 200 + '"}', "x", V1, seq), "payload is"),
+        (("u1", '{"text":"x"}', "x" * 11, V1, seq), "content is 11 bytes"),
+        (("u1", '{"text":"x"}', "x", "[1,0]", seq), "2 dimensions"),
+        (("u1", '{"text":"x"}', "x", "[0,0,0]", seq), "all zeros"),
+        (("u1", '{"text":"x"}', "x", "[1e30,0,0]", seq), "too long"),
+    ]
+    for args, message in cases:
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute(raw_fact, args)
+        assert info.value.sqlstate == "MSV01" and message in str(info.value), (args, info.value)
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(
+            """INSERT INTO memstate.fact_versions (fact_id, version, seq, namespace, type, op,
+               payload, content, embedding, embedding_model)
+               VALUES (gen_random_uuid(), 1, %s, 'u1', 'note', 'put', '{}', %s, %s::vector, 'm3')""",
+            (seq, "x" * 11, V1),
+        )
+    assert info.value.sqlstate == "MSV01" and "content is 11 bytes" in str(info.value)
+    # a namespace switched to another model by a re-embed refuses vectors of the old one
+    conn.execute("SELECT memstate.register_model('other', 3)")
+    conn.execute("INSERT INTO memstate.namespace_models (namespace, model) VALUES ('u1', 'other')")
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(raw_fact, ("u1", '{"text":"x"}', "x", V1, seq))
+    assert info.value.sqlstate == "MSV01" and "switched by a re-embed" in str(info.value)
+    for column, value in (("undoes", "{1}"), ("result", "[]")):
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute(
+                f"INSERT INTO memstate.commits (namespace, {column}) VALUES ('u1', %s)", (value,)
+            )
+        assert info.value.sqlstate == "MSC01" and "a new commit has no" in str(info.value)
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(
+            "INSERT INTO memstate.commits (namespace, undone_by) VALUES ('u1', %s)", (seq,)
+        )
+    assert info.value.sqlstate == "MSC01"
