@@ -28,6 +28,22 @@ def _mark_returned(conn: psycopg.Connection) -> None:
     conn._memstate_returned = time.monotonic()  # type: ignore[attr-defined]
 
 
+# The time a connection came back is marked in putconn, in the caller's thread (task), not
+# with psycopg_pool's `reset=`: a pool with a reset function hands every returned
+# connection to its worker thread, and the next call's checkout waits for that thread
+# (about 75 us a call on a loaded 2-core machine, measured with a search: 0.525 vs 0.451 ms).
+class _MarkingPool(ConnectionPool[Any]):
+    def putconn(self, conn: Any) -> None:
+        _mark_returned(conn)
+        super().putconn(conn)
+
+
+class _AsyncMarkingPool(AsyncConnectionPool[Any]):
+    async def putconn(self, conn: Any) -> None:
+        _mark_returned(conn)
+        await super().putconn(conn)
+
+
 def _check_if_idle(conn: psycopg.Connection) -> None:
     if time.monotonic() - getattr(conn, "_memstate_returned", 0.0) > IDLE_CHECK_AFTER:
         ConnectionPool.check_connection(conn)
@@ -107,10 +123,6 @@ class ConnectHealth:
         return Watched
 
 
-async def _amark_returned(conn: psycopg.AsyncConnection[Any]) -> None:
-    conn._memstate_returned = time.monotonic()  # type: ignore[attr-defined]
-
-
 async def _acheck_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
     if time.monotonic() - getattr(conn, "_memstate_returned", 0.0) > IDLE_CHECK_AFTER:
         await AsyncConnectionPool.check_connection(conn)
@@ -143,7 +155,7 @@ def make_pool(
     kwargs = connection_kwargs(ef_search, dsn, connect_timeout)
     if issubclass(pool_type, AsyncConnectionPool):
         return (
-            AsyncConnectionPool(
+            _AsyncMarkingPool(
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
@@ -151,7 +163,6 @@ def make_pool(
                 connection_class=health.async_connection_class(psycopg.AsyncConnection),
                 configure=configure,
                 check=_acheck_if_idle,  # no dead connection handed out after a restart
-                reset=_amark_returned,
                 open=False,  # opened on first use, inside the caller's event loop
                 name=name,
                 timeout=timeout,
@@ -161,7 +172,7 @@ def make_pool(
         )
     else:
         return (
-            ConnectionPool(
+            _MarkingPool(
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
@@ -169,7 +180,6 @@ def make_pool(
                 connection_class=health.connection_class(psycopg.Connection),
                 configure=configure,
                 check=_check_if_idle,
-                reset=_mark_returned,
                 open=True,
                 name=name,
                 timeout=timeout,

@@ -1505,11 +1505,11 @@ END $$;
 -- with vectors of the query's model (given, else the namespace's active model, else the one
 -- registered model of that dimension); a namespace switched by a re-embed refuses any other.
 -- Filters go into the same SQL: namespace, payload containment (@>), type, session.
--- Two plans: with a payload filter or session, the GIN/btree indexes first collect at most
--- memstate.config 'search_exact_max' candidates (default 2000) and those are sorted by
--- true distance (exact: a selective filter never cuts recall); when more rows match, the
--- model's HNSW index is walked with pgvector's iterative scan (relaxed order, re-sorted),
--- so the filter still yields k rows.
+-- Two plans: the GIN/btree indexes first collect at most memstate.config 'search_exact_max'
+-- candidates (default 2000) of the namespace and filters, and those are sorted by true
+-- distance (exact: a selective filter or a small namespace never cuts recall); when more
+-- rows match, the model's HNSW index is walked with pgvector's iterative scan (relaxed
+-- order, re-sorted), so the filter still yields k rows.
 CREATE OR REPLACE FUNCTION memstate.search(
     namespace text, query vector, k int, filter jsonb DEFAULT NULL,
     fact_type text DEFAULT NULL, model text DEFAULT NULL, session text DEFAULT NULL)
@@ -1532,6 +1532,7 @@ DECLARE
     v_dim   int;
     v_index text;
     v_expr  text;
+    v_exact text;
     v_where text;
     v_n     int;
     v_found boolean;
@@ -1574,34 +1575,45 @@ BEGIN
                                                v_qdim, v_model, v_dim));
     END IF;
     v_expr := memstate._distance_sql(v_dim, v_index, '$1');
+    -- the exact plan's distance: the plain operator (the same value as the index's
+    -- vector(dim) expression, without a cast per row); above 2000 dimensions the index's
+    -- halfvec expression, so a score never depends on the plan
+    v_exact := CASE WHEN v_index IS NOT NULL AND v_dim > 2000 THEN v_expr
+                    ELSE memstate._distance_sql(v_dim, NULL, '$1') END;
     v_where := format('f.embedding_model = %L AND f.namespace = $2 %s %s %s', v_model,
         CASE WHEN p_filter IS NOT NULL THEN 'AND f.payload @> $3' ELSE '' END,
         CASE WHEN p_type IS NOT NULL THEN 'AND f.type = $4' ELSE '' END,
         CASE WHEN p_session_id IS NOT NULL THEN 'AND f.session_id = $5' ELSE '' END);
 
-    IF p_filter IS NOT NULL OR p_session_id IS NOT NULL THEN
-        -- Selective filter: the GIN / btree indexes find at most `v_max` candidates; sort
-        -- those by true distance (exact). One statement: the candidates' ctids are
-        -- materialised (capped at v_max + 1), and the exact sort runs only if the cap was
-        -- not hit (a one-time filter), so the planner cannot put the filter on top of HNSW.
-        RETURN QUERY EXECUTE format(
-            'WITH c AS MATERIALIZED (SELECT f.ctid AS t FROM memstate.facts f WHERE %2$s LIMIT %3$s) '
-            'SELECT f.fact_id, 1 - (%1$s), f.type, f.session_id, f.payload, f.content, '
-            '       f.embedding_model, f.version, f.commit_seq, f.created_at, f.updated_at '
-            'FROM memstate.facts f '
-            'WHERE f.ctid = ANY (ARRAY(SELECT c.t FROM c)) AND (SELECT count(*) FROM c) <= %4$s '
-            'ORDER BY %1$s, f.fact_id LIMIT $6', v_expr, v_where, v_max + 1, v_max)
-        USING p_query, p_namespace, p_filter, p_type, p_session_id, p_k;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
-        IF v_n > 0 THEN
-            RETURN;
-        END IF;
-        -- No row: either nothing matches (done), or more than v_max rows do (use HNSW).
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM memstate.facts f WHERE %s)', v_where)
-        INTO v_found USING p_query, p_namespace, p_filter, p_type, p_session_id;
-        IF NOT v_found THEN
-            RETURN;
-        END IF;
+    -- At most `v_max` candidates (a selective filter, or a small namespace): the GIN /
+    -- btree indexes find them and they are sorted by true distance (exact: recall 1.0).
+    -- One statement: the candidates' ctids, ids and distances are materialised (capped at
+    -- v_max + 1; only the k nearest are read again, for their columns), and the exact
+    -- sort runs only if the cap was not hit (a one-time filter), so the planner
+    -- cannot put the filter on top of HNSW. Without a payload filter or session the
+    -- candidates come in the (namespace, type) btree's order, so a generic plan (the
+    -- stores prepare this statement, memstate_pg/_core/search_sql.py) walks that index.
+    RETURN QUERY EXECUTE format(
+        'WITH c AS MATERIALIZED (SELECT f.ctid AS t, f.fact_id AS id, %1$s AS d '
+        '                        FROM memstate.facts f WHERE %2$s%5$s LIMIT %3$s) '
+        'SELECT f.fact_id, 1 - (%1$s), f.type, f.session_id, f.payload, f.content, '
+        '       f.embedding_model, f.version, f.commit_seq, f.created_at, f.updated_at '
+        'FROM memstate.facts f '
+        'WHERE (SELECT count(*) FROM c) <= %4$s '
+        '  AND f.ctid = ANY (ARRAY(SELECT c.t FROM c ORDER BY c.d, c.id LIMIT $6)) '
+        'ORDER BY %1$s, f.fact_id LIMIT $6', v_exact, v_where, v_max + 1, v_max,
+        CASE WHEN p_filter IS NULL AND p_session_id IS NULL
+             THEN ' ORDER BY f.namespace, f.type' ELSE '' END)
+    USING p_query, p_namespace, p_filter, p_type, p_session_id, p_k;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        RETURN;
+    END IF;
+    -- No row: either nothing matches (done), or more than v_max rows do (use HNSW).
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM memstate.facts f WHERE %s)', v_where)
+    INTO v_found USING p_query, p_namespace, p_filter, p_type, p_session_id;
+    IF NOT v_found THEN
+        RETURN;
     END IF;
     RETURN QUERY EXECUTE format(
         'SELECT s.fact_id, 1 - s.distance, s.type, s.session_id, s.payload, s.content, s.embedding_model, '

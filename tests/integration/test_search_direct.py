@@ -13,6 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from memstate_pg import Fact, MemoryStore
+from memstate_pg._core.search_sql import statement
 from memstate_pg.errors import NotMigrated, ValidationFailed
 from memstate_pg.vectors import vector_text
 
@@ -137,8 +138,72 @@ def test_search_runs_without_the_function_when_the_statement_answers(loaded):
     assert [
         h.fact.id for h in store.search(vec, k=5, namespace="big", filters={"bucket": 2})
     ] == filtered
-    with pytest.raises(NotMigrated):  # short: the function is asked
-        store.search(vec, k=10, namespace="tiny")
+    # a small namespace is searched exactly by the statement, fewer than k facts or not
+    assert len(store.search(vec, k=10, namespace="tiny")) == 3
+    with pytest.raises(NotMigrated):  # no row at all: the function is asked
+        store.search(vec, k=10, namespace="empty")
+
+
+def _exact(conn, ns, vec, k, type=None):
+    """The exact top-k of a namespace by brute force (the plain operator: no index)."""
+    rows = conn.execute(
+        "SELECT fact_id FROM memstate.facts WHERE namespace = %s AND embedding_model = %s "
+        "AND (%s::text IS NULL OR type = %s) "
+        "ORDER BY embedding <=> %s::vector, fact_id LIMIT %s",
+        (ns, MODEL, type, type, vector_text(vec), k),
+    ).fetchall()
+    return [str(r["fact_id"]) for r in rows]
+
+
+def test_small_namespaces_are_searched_exactly_by_one_prepared_statement(loaded):
+    """Unfiltered search of a namespace with at most 'search_exact_max' facts is exact
+    (recall 1.0, ties by fact id), and one statement text serves every namespace: the
+    namespace is a parameter, not a literal planned anew for each."""
+    store, dsn, rng = loaded
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("SET enable_indexscan = off")  # brute force for _exact
+        for _ in range(5):
+            vec = _vec(rng)
+            for ns in ("big", "mid", "tiny"):
+                for k, type in ((10, None), (3, "memo"), (40, None)):
+                    got = [str(h.fact.id) for h in store.search(vec, k=k, namespace=ns, type=type)]
+                    assert got == _exact(conn, ns, vec, k, type), (ns, k, type)
+    statement.cache_clear()
+    for ns in ("big", "mid", "tiny"):
+        store.search(_vec(rng), k=10, namespace=ns)
+    assert statement.cache_info().currsize == 1  # one text for the three namespaces
+    assert store._search_large == {}  # none of them over the cap
+
+
+def test_namespaces_over_the_exact_cap_are_searched_with_hnsw_as_the_function(loaded):
+    """Over 'search_exact_max' candidates, unfiltered search takes the HNSW plan, with the
+    same hits as memstate.search; the store remembers the namespace as large (HNSW first),
+    and a namespace back under the cap is searched exactly once it is probed again."""
+    store, dsn, rng = loaded
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(
+            "INSERT INTO memstate.config (key, value) VALUES ('search_exact_max', '20') "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        for _ in range(4):
+            vec = _vec(rng)
+            for ns in ("big", "mid", "tiny"):
+                for k in (1, 10):
+                    hits = store.search(vec, k=k, namespace=ns)
+                    assert [(str(h.fact.id), h.score) for h in hits] == _function(
+                        conn, ns, vec, k
+                    ), (ns, k)
+        assert set(store._search_large) == {(MODEL, "big", None), (MODEL, "mid", None)}
+        # the cap raised again: the next probe finds "mid" small and searches it exactly
+        conn.execute("UPDATE memstate.config SET value = '2000' WHERE key = 'search_exact_max'")
+        conn.execute("SET enable_indexscan = off")
+        store._search_large[(MODEL, "mid", None)] = 1
+        vec = _vec(rng)
+        store.search(vec, k=10, namespace="mid")  # the last HNSW-first search
+        assert (MODEL, "mid", None) not in store._search_large
+        got = [str(h.fact.id) for h in store.search(vec, k=10, namespace="mid")]
+        assert got == _exact(conn, "mid", vec, 10)
+        assert (MODEL, "mid", None) not in store._search_large
 
 
 def test_search_refuses_a_query_of_another_dimension(loaded):
