@@ -26,6 +26,7 @@ RELEASED = {
     "0002_langgraph.sql": "0f320e840b26",
     "0003_one_house.sql": "2a6c70b812bb",
     "0004_reembed.sql": "fc36a4fecf81",
+    "0005_scale.sql": "bdd64cc9c237",
 }
 
 
