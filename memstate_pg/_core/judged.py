@@ -47,10 +47,9 @@ from .. import queries
 from ..errors import MirrorError, ValidationFailed
 from ..mirrors.base import Mirror, MirrorHit
 from ..models import Hit
-from ..types import check_name, check_text, filter_document
 from ..vectors import Vec
 from .checks import INT4_MAX, check_mirror_name
-from .ops import StoreCore, fact_from_row, mirror_config, rebuild_mirror
+from .ops import StoreCore, check_search, fact_from_row, mirror_config, rebuild_mirror
 from .protocol import Call, Exec, Op, Outcome
 
 __all__ = ["OVERFETCH", "JudgedHits", "search_via"]
@@ -187,19 +186,10 @@ def search_via(
     """Nearest live facts, the candidates found by mirror `via` and judged by Postgres (see
     the module docstring)."""
     check_mirror_name(via)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-        raise ValidationFailed("k must be an int between 1 and 1000")
-    if type is not None:
-        check_name("type", type)
-    check_name("session_id", session_id, optional=True)
-    doc = filter_document(filters)
+    doc = check_search(k, type, session_id, filters)
     ns = core._ns(namespace)
     mirror = yield from resolve(core, via)
-    if isinstance(query, str):
-        check_text("query", query)
-        vectors, model, _ = yield from core._op_vectors([query])
-    else:
-        vectors, model, _ = yield from core._op_vectors([], [query], core.embedder.model)
+    vectors, model = yield from core._op_query_vector(query)
     vector = vectors[0]
 
     def pgvector(want: int) -> Op[list[Hit]]:

@@ -122,6 +122,19 @@ def _dt_or_none(value: Any) -> datetime | None:
 # --- the shared core -------------------------------------------------------------------
 
 
+def check_search(
+    k: int, type: str | None, session_id: str | None, filters: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """A search's arguments (every search: pgvector's and the judged one): the filter
+    document, or None."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+        raise ValidationFailed("k must be an int between 1 and 1000")
+    if type is not None:
+        check_name("type", type)
+    check_name("session_id", session_id, optional=True)
+    return filter_document(filters)
+
+
 class StoreCore:
     """State and operations shared by MemoryStore and AsyncMemoryStore."""
 
@@ -635,6 +648,16 @@ class StoreCore:
         )
         return [fact_from_row(r) for r in rows]
 
+    def _op_query_vector(self, query: str | Sequence[float]) -> Op[tuple[list[list[float]], str]]:
+        """A search's query as ([vector], model): a text embedded with the store's embedder,
+        or a vector checked and taken as the embedder's model."""
+        if isinstance(query, str):
+            check_text("query", query)
+            vectors, model, _ = yield from self._op_vectors([query])
+        else:
+            vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
+        return vectors, model
+
     def _op_search(
         self,
         query: str | Sequence[float],
@@ -645,18 +668,9 @@ class StoreCore:
         filters: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> Op[list[Hit]]:
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-            raise ValidationFailed("k must be an int between 1 and 1000")
-        if type is not None:
-            check_name("type", type)
-        check_name("session_id", session_id, optional=True)
-        doc = filter_document(filters)
+        doc = check_search(k, type, session_id, filters)
         ns = self._ns(namespace)
-        if isinstance(query, str):
-            check_text("query", query)
-            vectors, model, _ = yield from self._op_vectors([query])
-        else:
-            vectors, model, _ = yield from self._op_vectors([], [query], self.embedder.model)
+        vectors, model = yield from self._op_query_vector(query)
         shape = self._search_models.get(model)
         if shape is None:
             # nothing was ever written with this model: no fact to find (and no DDL on a read)
