@@ -222,45 +222,11 @@ def bulk_load(
                 "RETURNING seq",
                 (namespace,),
             ).fetchone()[0]
-            _copy_rows(
-                conn,
-                "facts",
-                [
-                    "fact_id",
-                    "namespace",
-                    "type",
-                    "payload",
-                    "content",
-                    "embedding",
-                    "embedding_model",
-                    "version",
-                    "commit_seq",
-                ],
-                (
-                    (fid, namespace, "note", payload_of(t, i), t, matrix[i], model, 1, seq)
-                    for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
-                ),
-            )
-            _copy_rows(
-                conn,
-                "fact_versions",
-                [
-                    "fact_id",
-                    "version",
-                    "seq",
-                    "namespace",
-                    "type",
-                    "op",
-                    "payload",
-                    "content",
-                    "embedding",
-                    "embedding_model",
-                ],
-                (
-                    (fid, 1, seq, namespace, "note", "put", payload_of(t, i), t, matrix[i], model)
-                    for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
-                ),
-            )
+            rows = [
+                (fid, namespace, payload_of(t, i), t, seq)
+                for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
+            ]
+            _copy_facts(conn, rows, matrix, model)
         loaded = time.perf_counter()
     ds = Dataset(
         kind=kind,
@@ -353,45 +319,7 @@ def bulk_load_namespaces(
                 (fid, names[i // per_namespace], payload_of(t, i), t, seqs[i // per_namespace])
                 for i, (fid, t) in enumerate(zip(ids, texts, strict=True))
             ]
-            _copy_rows(
-                conn,
-                "facts",
-                [
-                    "fact_id",
-                    "namespace",
-                    "type",
-                    "payload",
-                    "content",
-                    "embedding",
-                    "embedding_model",
-                    "version",
-                    "commit_seq",
-                ],
-                (
-                    (f, ns, "note", p, t, matrix[i], model, 1, s)
-                    for i, (f, ns, p, t, s) in enumerate(rows)
-                ),
-            )
-            _copy_rows(
-                conn,
-                "fact_versions",
-                [
-                    "fact_id",
-                    "version",
-                    "seq",
-                    "namespace",
-                    "type",
-                    "op",
-                    "payload",
-                    "content",
-                    "embedding",
-                    "embedding_model",
-                ],
-                (
-                    (f, 1, s, ns, "note", "put", p, t, matrix[i], model)
-                    for i, (f, ns, p, t, s) in enumerate(rows)
-                ),
-            )
+            _copy_facts(conn, rows, matrix, model)
         loaded = time.perf_counter()
     ds = Dataset(
         kind=kind,
@@ -408,6 +336,47 @@ def bulk_load_namespaces(
     )
     build_index(dsn, ds)
     return ds
+
+
+def _copy_facts(conn: psycopg.Connection, rows: list, matrix: np.ndarray, model: str) -> None:
+    """COPY one first version per fact: `rows` of (fact_id, namespace, payload, text, seq),
+    row i with vector matrix[i], into memstate.facts and memstate.fact_versions."""
+    _copy_rows(
+        conn,
+        "facts",
+        [
+            "fact_id",
+            "namespace",
+            "type",
+            "payload",
+            "content",
+            "embedding",
+            "embedding_model",
+            "version",
+            "commit_seq",
+        ],
+        ((f, ns, "note", p, t, matrix[i], model, 1, s) for i, (f, ns, p, t, s) in enumerate(rows)),
+    )
+    _copy_rows(
+        conn,
+        "fact_versions",
+        [
+            "fact_id",
+            "version",
+            "seq",
+            "namespace",
+            "type",
+            "op",
+            "payload",
+            "content",
+            "embedding",
+            "embedding_model",
+        ],
+        (
+            (f, 1, s, ns, "note", "put", p, t, matrix[i], model)
+            for i, (f, ns, p, t, s) in enumerate(rows)
+        ),
+    )
 
 
 _COPY_TYPES = {
